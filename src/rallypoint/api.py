@@ -1,0 +1,60 @@
+"""The Python API: launch a script, program or function on every local rank.
+
+The shape of ``torch.distributed.launcher.api``: ``launch(config, entrypoint,
+*args)`` or ``elastic_launch(config, entrypoint)(*args)`` return the per-rank
+results of this node's workers (a function's return values; None for
+programs), or raise :class:`~rallypoint.errors.ChildFailedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import uuid
+from collections.abc import Callable
+
+from rallypoint.agent.job import Job
+from rallypoint.agent.supervisor import Supervisor
+from rallypoint.config import DEFAULT_SIGNALS, Entrypoint, EntrypointKind, LaunchConfig
+from rallypoint.errors import ConfigError
+
+
+def _entrypoint(entrypoint: Callable[..., object] | str, args: tuple[object, ...]) -> Entrypoint:
+    if isinstance(entrypoint, str):
+        return Entrypoint(EntrypointKind.BINARY, entrypoint, tuple(str(a) for a in args))
+    return Entrypoint(EntrypointKind.CALLABLE, getattr(entrypoint, "__name__", "function"),
+                      function=entrypoint)
+
+
+def launch(config: LaunchConfig, entrypoint: Callable[..., object] | str,
+           *args: object) -> dict[int, object]:
+    """Run ``entrypoint`` on this node's ranks and return results by global rank.
+
+    Raises:
+        ChildFailedError: when workers failed and the restart budget is spent.
+        ConfigError: for a configuration this version cannot run.
+    """
+    if config.max_nodes > 1:
+        raise ConfigError("multi-node launches are not available yet in this version")
+    if not config.run_id:
+        config = dataclasses.replace(config, run_id=str(uuid.uuid4().int))
+    base = dict(os.environ)
+    base["TORCHELASTIC_SIGNALS_TO_HANDLE"] = config.signals_to_handle or DEFAULT_SIGNALS
+    job = Job(config, _entrypoint(entrypoint, args), base,
+              host=config.local_addr or socket.getfqdn(), call_args=args)
+    result = asyncio.run(Supervisor(job).run())
+    return dict(result.return_values)
+
+
+class elastic_launch:  # noqa: N801 - the name torch users know
+    """``elastic_launch(config, entrypoint)(*args)``, as in torch."""
+
+    def __init__(self, config: LaunchConfig, entrypoint: Callable[..., object] | str) -> None:
+        self._config = config
+        self._entrypoint = entrypoint
+
+    def __call__(self, *args: object) -> dict[int, object]:
+        """Launch with ``args``."""
+        return launch(self._config, self._entrypoint, *args)

@@ -1,0 +1,27 @@
+"""The command line: ``rallypoint [flags] script [script args]``.
+
+:func:`entry` is the console script. It traps the default signals before
+anything else is imported, so a signal during start-up is never lost, then
+hands over to :func:`rallypoint.cli.main.main`.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+_EARLY_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+_caught: list[int] = []
+
+
+def _remember(signum: int, _frame: object) -> None:
+    _caught.append(signum)
+
+
+def entry() -> None:
+    """Console-script entry point: exit with what :func:`main` returns."""
+    for sig in _EARLY_SIGNALS:
+        signal.signal(sig, _remember)
+    from rallypoint.cli.main import main
+
+    sys.exit(main(sys.argv[1:], early_signals=_caught))

@@ -1,0 +1,86 @@
+"""Parse, configure, run, and turn the outcome into torchrun's exit code.
+
+Exit codes (contract §3.4): 0 success; 1 workers failed, a handled signal
+after the workers started, or the job could not start; 2 bad input (always
+one line, never a traceback). A handled signal that arrives before any worker
+started ends the launcher by that same signal, as torchrun's death does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+
+from rallypoint.agent.job import Job
+from rallypoint.agent.supervisor import Supervisor
+from rallypoint.cli import output
+from rallypoint.cli.parser import parse_args
+from rallypoint.cli.settings import Launch, build_launch
+from rallypoint.config import LaunchConfig
+from rallypoint.devices import DeviceCounter
+from rallypoint.errors import ChildFailedError, ConfigError, LaunchError, SignalReceived, UsageError
+
+
+def _configure(argv: Sequence[str], environ: Mapping[str, str]) -> Launch:
+    raw = parse_args(argv, environ)
+    launch = build_launch(raw, environ, DeviceCounter(environ))
+    if launch.config.max_nodes > 1:
+        raise ConfigError(f"--nnodes={raw.nnodes}: multi-node rendezvous is not available yet "
+                          "in this version of rallypoint; use --nnodes=1")
+    return launch
+
+
+def _die_by(signum: int) -> int:
+    """End the process by ``signum`` itself, as an unhandled signal would."""
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return 128 + signum  # only reached if the signal is blocked
+
+
+def _reraise_unhandled(config: LaunchConfig, early: list[int]) -> None:
+    handled = {int(s) for s in config.handled_signals}
+    for signum in list(early):
+        if signum not in handled:
+            _die_by(signum)
+
+
+def _run(launch: Launch, early: list[int]) -> int:
+    job = Job(launch.config, launch.entrypoint, launch.worker_base_env,
+              host=launch.config.local_addr or socket.getfqdn())
+    supervisor = Supervisor(job, early_signals=early)
+    try:
+        asyncio.run(supervisor.run())
+    except ChildFailedError as failure:
+        print(output.format_summary(failure.report, supervisor.report_path), file=sys.stderr)
+        return 1
+    except SignalReceived as received:
+        if received.before_workers:
+            return _die_by(received.signum)
+        output.signal_exit(signal.Signals(received.signum).name)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str], environ: Mapping[str, str] | None = None,
+         early_signals: list[int] | None = None) -> int:
+    """Run the launcher with ``argv`` (no program name); return the exit code."""
+    environ = dict(os.environ) if environ is None else environ
+    early = early_signals if early_signals is not None else []
+    output.setup_logging(environ)
+    try:
+        launch = _configure(argv, environ)
+    except UsageError as exc:
+        output.usage_error(str(exc))
+        return 2
+    _reraise_unhandled(launch.config, early)
+    if launch.omp_threads_defaulted:
+        output.omp_warning()
+    try:
+        return _run(launch, early)
+    except LaunchError as exc:
+        output.launch_error(str(exc))
+        return 1

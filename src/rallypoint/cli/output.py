@@ -1,0 +1,102 @@
+"""Every line rallypoint shows a person: errors, warnings, the failure summary.
+
+The summary keeps torchrun's block (title, ``Failures:``, ``Root Cause (first
+observed failure):``, the per-rank fields) so log scrapers keep matching, and
+adds a first line that names the culprit, and a separate block for the ranks
+rallypoint stopped itself (torchrun lists those as failures).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import sys
+from collections.abc import Mapping
+from typing import TextIO
+
+from rallypoint.failures.report import FailureReport, WorkerFailure
+
+PREFIX = "rallypoint"
+NO_TRACEBACK = ("<N/A> (no error file; to get one, decorate the entry function with "
+                "rallypoint.record or torch's record)")
+MAX_RULE = 60
+
+
+def usage_error(message: str, stream: TextIO = sys.stderr) -> None:
+    """One line for bad input (exit code 2 follows)."""
+    print(f"{PREFIX}: error: {message} (see {PREFIX} --help)", file=stream)
+
+
+def launch_error(message: str, stream: TextIO = sys.stderr) -> None:
+    """One line for a job that could not start."""
+    print(f"{PREFIX}: error: {message}", file=stream)
+
+
+def omp_warning(stream: TextIO = sys.stderr) -> None:
+    """torchrun's notice that OMP_NUM_THREADS was set to 1 for the workers."""
+    print(f"{PREFIX}: OMP_NUM_THREADS is set to 1 for every worker (it was unset and there "
+          "are several workers per node); set it yourself to tune it.", file=stream)
+
+
+def signal_exit(signame: str, stream: TextIO = sys.stderr) -> None:
+    """Why the launcher stopped after a signal."""
+    print(f"{PREFIX}: received {signame}: the workers were stopped", file=stream)
+
+
+def setup_logging(environ: Mapping[str, str]) -> None:
+    """Launcher logging to stderr, level from ``LOGLEVEL`` (WARNING by default)."""
+    level = environ.get("LOGLEVEL", "WARNING").upper()
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level, logging.WARNING),
+                        format=f"[{PREFIX}] %(levelname)s %(message)s")
+
+
+def _block(idx: int, failure: WorkerFailure, host: str) -> str:
+    signame = f" ({failure.status.signal.name})" if failure.status.signal else ""
+    stamp = datetime.datetime.fromtimestamp(int(failure.exited_at)).isoformat(sep="_")
+    text = (failure.traceback or failure.message or NO_TRACEBACK).replace("\n", "\n  ")
+    return "\n".join([
+        f"[{idx}]:",
+        f"  time      : {stamp}",
+        f"  host      : {host}",
+        f"  rank      : {failure.global_rank} (local_rank: {failure.local_rank})",
+        f"  exitcode  : {failure.status.torch_exitcode} (pid: {failure.pid}) {signame}",
+        f"  error_file: {failure.error_file or '<N/A>'}",
+        f"  traceback : {text}",
+    ])
+
+
+def _folded(report: FailureReport) -> list[str]:
+    """Blocks of the non-root failures, identical tracebacks shown once."""
+    seen: dict[str, list[int]] = {}
+    blocks: list[str] = []
+    for idx, failure in enumerate(report.failures[1:], start=1):
+        key = failure.traceback or failure.message
+        if key in seen or key == (report.culprit.traceback or report.culprit.message):
+            seen.setdefault(key, []).append(failure.global_rank)
+            continue
+        seen[key] = []
+        blocks.append(_block(idx, failure, report.host))
+    repeats = sorted(r for ranks in seen.values() for r in ranks)
+    if repeats:
+        blocks.append(f"  (ranks {', '.join(map(str, repeats))} failed with the same "
+                      "traceback as one shown above)")
+    return blocks
+
+
+def format_summary(report: FailureReport, report_path: str | None) -> str:
+    """The whole failure summary, headline first."""
+    root = _block(0, report.culprit, report.host)
+    others = _folded(report) or ["  <NO_OTHER_FAILURES>"]
+    stopped = [f"  rank {f.global_rank} (local_rank: {f.local_rank}, pid {f.pid}): "
+               f"{f.status.describe()}" for f in report.stopped]
+    width = min(MAX_RULE, max(len(line) for line in "\n".join([root, *others]).splitlines()))
+    lines = [f"{PREFIX}: {report.headline}", "", "=" * width, f"{report.name} FAILED",
+             "-" * width, "Failures:", *others, "-" * width,
+             "Root Cause (first observed failure):", root]
+    if stopped:
+        lines += ["-" * width, "Stopped by rallypoint after the root cause (not failures):",
+                  *stopped]
+    lines.append("=" * width)
+    if report_path:
+        lines.append(f"{PREFIX}: failure report written to {report_path}")
+    return "\n".join(lines)

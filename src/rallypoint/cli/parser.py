@@ -1,0 +1,127 @@
+"""Command line -> :class:`RawArgs`, built from the flag table.
+
+The parser reads argv and an explicit environment mapping (never
+``os.environ`` directly) and has no side effects. Every problem becomes a
+:class:`~rallypoint.errors.UsageError` carrying one line of text; printing and
+the exit code are the caller's business.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import NoReturn
+
+from rallypoint.cli.flags import FLAGS, GROUP_ORDER, Flag, FlagKind
+from rallypoint.errors import UsageError
+
+PROG = "rallypoint"
+
+
+@dataclass(frozen=True, slots=True)
+class RawArgs:
+    """The command line as typed values, before any validation of meaning."""
+
+    nnodes: str
+    nproc_per_node: str
+    rdzv_backend: str
+    rdzv_endpoint: str
+    rdzv_id: str
+    rdzv_conf: str
+    standalone: bool
+    max_restarts: int
+    monitor_interval: float
+    start_method: str
+    event_log_handler: str
+    role: str
+    module: bool
+    no_python: bool
+    run_path: bool
+    log_dir: str | None
+    redirects: str
+    tee: str
+    local_ranks_filter: str
+    duplicate_stdout_filters: str
+    duplicate_stderr_filters: str
+    node_rank: int
+    master_addr: str
+    master_port: int | None
+    local_addr: str | None
+    logs_specs: str | None
+    numa_binding: str | None
+    signals_to_handle: str
+    shutdown_timeout: int | None
+    virtual_local_rank: bool
+    training_script: str
+    training_script_args: tuple[str, ...]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _switch_default(flag: Flag, environ: Mapping[str, str]) -> bool:
+    raw = environ.get(flag.env_name or "")
+    if raw is None:
+        return bool(flag.default)
+    try:
+        return bool(int(raw))
+    except ValueError:
+        raise UsageError(
+            f"{flag.env_name}={raw!r} must be an integer (1 turns {flag.names[0]} on, 0 off)"
+        ) from None
+
+
+def _value_default(flag: Flag, environ: Mapping[str, str]) -> object:
+    raw = environ.get(flag.env_name or "")
+    if raw is None:
+        return flag.default
+    try:
+        return flag.convert(raw)
+    except ValueError:
+        raise UsageError(
+            f"{flag.env_name}={raw!r} is not a valid value for {flag.names[0]}"
+        ) from None
+
+
+def _add_flag(group: argparse._ArgumentGroup, flag: Flag, environ: Mapping[str, str]) -> None:
+    if flag.kind is FlagKind.SWITCH:
+        group.add_argument(*flag.names, dest=flag.dest, action="store_const", const=True,
+                           default=_switch_default(flag, environ), help=flag.help)
+        return
+    group.add_argument(*flag.names, dest=flag.dest, type=flag.convert, choices=flag.choices,
+                       default=_value_default(flag, environ), metavar=flag.metavar,
+                       help=flag.help)
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """Build the argparse parser, with ``PET_*`` values from ``environ`` as defaults."""
+    parser = _Parser(prog=PROG, description="Launch distributed PyTorch workers, like torchrun.")
+    groups = {name: parser.add_argument_group(name) for name in GROUP_ORDER}
+    for flag in FLAGS:
+        _add_flag(groups[flag.group], flag, environ)
+    parser.add_argument("training_script", help="The script (or module, or program) each "
+                        "worker runs, followed by its own arguments.")
+    parser.add_argument("training_script_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> RawArgs:
+    """Parse ``argv`` (without the program name).
+
+    Raises:
+        UsageError: for any argument the parser rejects, in one line.
+    """
+    namespace = build_parser(environ).parse_args(list(argv))
+    values = vars(namespace)
+    values["training_script_args"] = tuple(values["training_script_args"])
+    return RawArgs(**{f.name: values[f.name] for f in fields(RawArgs)})
+
+
+def help_text(environ: Mapping[str, str]) -> str:
+    """The ``--help`` text."""
+    return build_parser(environ).format_help()

@@ -1,0 +1,161 @@
+"""From parsed flags to a :class:`LaunchConfig`, with torchrun's rules.
+
+Backend auto-selection (contract §1.4), ``--nproc-per-node`` resolution (§1.3),
+the worker's command (§1.6) and the launcher environment the workers inherit
+(OMP_NUM_THREADS, TORCHELASTIC_SIGNALS_TO_HANDLE) are decided here, once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from rallypoint.cli.parser import RawArgs
+from rallypoint.cli.values import (
+    parse_endpoint,
+    parse_filters,
+    parse_nnodes,
+    parse_ranks_filter,
+    parse_rdzv_conf,
+    parse_std_spec,
+)
+from rallypoint.config import Entrypoint, EntrypointKind, LaunchConfig
+from rallypoint.devices import DeviceCounter
+from rallypoint.errors import ConfigError
+
+DEFAULT_MASTER_PORT = 29500
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """One launch as the command line asked for it."""
+
+    config: LaunchConfig
+    entrypoint: Entrypoint
+    worker_base_env: Mapping[str, str]
+    omp_threads_defaulted: bool
+
+
+def resolve_nproc(text: str, devices: DeviceCounter) -> int:
+    """``--nproc-per-node`` -> a count: an integer, ``cpu``, ``gpu`` or ``auto``."""
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if text == "cpu":
+        return devices.cpus()
+    if text == "gpu":
+        gpus = devices.gpus()
+        if gpus == 0:
+            raise ConfigError("--nproc-per-node=gpu: no GPU is visible on this machine "
+                              "(use an integer, cpu or auto)")
+        return gpus
+    if text == "auto":
+        return devices.gpus() or devices.cpus()
+    raise ConfigError(f"--nproc-per-node={text}: expected an integer, cpu, gpu or auto")
+
+
+def _rendezvous(raw: RawArgs, max_nodes: int, new_id: Callable[[], str]) -> tuple[str, str, str]:
+    if raw.standalone:
+        return "c10d", "localhost:0", new_id()
+    auto_single = (raw.rdzv_backend == "static" and not raw.rdzv_endpoint
+                   and raw.master_port is None and max_nodes == 1)
+    if auto_single:
+        return "c10d", "localhost:0", new_id()
+    return raw.rdzv_backend, raw.rdzv_endpoint, raw.rdzv_id
+
+
+def _static_master(raw: RawArgs, backend: str, endpoint: str) -> tuple[str, int]:
+    """MASTER_ADDR/PORT of static rendezvous: the endpoint if given, else the master flags."""
+    port = DEFAULT_MASTER_PORT if raw.master_port is None else raw.master_port
+    if backend != "static" or not endpoint:
+        return raw.master_addr, port
+    host, endpoint_port = parse_endpoint(endpoint, None)
+    if endpoint_port is None:
+        raise ConfigError(f"--rdzv-endpoint={endpoint}: static rendezvous needs a port")
+    return host, endpoint_port
+
+
+def _entrypoint(raw: RawArgs) -> Entrypoint:
+    if raw.run_path:
+        kind = EntrypointKind.RUN_PATH
+    elif raw.module and raw.no_python:
+        raise ConfigError("-m/--module and --no-python cannot be combined: a module needs python")
+    elif raw.module:
+        kind = EntrypointKind.MODULE
+    elif raw.no_python:
+        kind = EntrypointKind.BINARY
+    else:
+        kind = EntrypointKind.SCRIPT
+    _check_target(kind, raw.training_script)
+    return Entrypoint(kind=kind, target=raw.training_script, args=raw.training_script_args)
+
+
+def _check_target(kind: EntrypointKind, target: str) -> None:
+    if kind in (EntrypointKind.SCRIPT, EntrypointKind.RUN_PATH) and not os.path.isfile(target):
+        raise ConfigError(f"training script {target!r} does not exist (or is not a file)")
+    if kind is EntrypointKind.BINARY and shutil.which(target) is None:
+        raise ConfigError(f"--no-python: {target!r} is not an executable file or on PATH")
+
+
+def _shutdown_timeout(raw: RawArgs, environ: Mapping[str, str]) -> int:
+    if raw.shutdown_timeout is not None:
+        return raw.shutdown_timeout
+    text = environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "30")
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"TORCH_ELASTIC_SHUTDOWN_TIMEOUT={text!r} must be an integer") from None
+
+
+def _config(raw: RawArgs, environ: Mapping[str, str], devices: DeviceCounter,
+            new_id: Callable[[], str]) -> LaunchConfig:
+    min_nodes, max_nodes = parse_nnodes(raw.nnodes)
+    backend, endpoint, run_id = _rendezvous(raw, max_nodes, new_id)
+    conf = parse_rdzv_conf(raw.rdzv_conf)
+    if backend == "static":
+        conf["rank"] = str(raw.node_rank)
+    conf.setdefault("timeout", "900")
+    master_addr, master_port = _static_master(raw, backend, endpoint)
+    return LaunchConfig(
+        min_nodes=min_nodes, max_nodes=max_nodes,
+        nproc_per_node=resolve_nproc(raw.nproc_per_node, devices),
+        run_id=run_id, role=raw.role, rdzv_endpoint=endpoint, rdzv_backend=backend,
+        rdzv_configs=conf, max_restarts=raw.max_restarts,
+        monitor_interval=raw.monitor_interval, start_method=raw.start_method,
+        log_line_prefix_template=environ.get("TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"),
+        local_addr=raw.local_addr, event_log_handler=raw.event_log_handler,
+        signals_to_handle=raw.signals_to_handle, virtual_local_rank=raw.virtual_local_rank,
+        shutdown_timeout=_shutdown_timeout(raw, environ), log_dir=raw.log_dir,
+        redirects=parse_std_spec("--redirects", raw.redirects),
+        tee=parse_std_spec("--tee", raw.tee),
+        local_ranks_filter=parse_ranks_filter(raw.local_ranks_filter),
+        duplicate_stdout_filters=parse_filters(raw.duplicate_stdout_filters),
+        duplicate_stderr_filters=parse_filters(raw.duplicate_stderr_filters),
+        node_rank=raw.node_rank, master_addr=master_addr, master_port=master_port,
+        numa_binding=raw.numa_binding,
+    )
+
+
+def _check_log_dir(path: str | None) -> None:
+    if path and path != os.devnull and os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"--log-dir={path}: exists and is not a folder")
+
+
+def build_launch(raw: RawArgs, environ: Mapping[str, str], devices: DeviceCounter,
+                 new_id: Callable[[], str] = lambda: str(uuid.uuid4())) -> Launch:
+    """Turn parsed flags into a validated launch.
+
+    Raises:
+        ConfigError: naming the flag, the value and what would be right.
+    """
+    config = _config(raw, environ, devices, new_id)
+    entrypoint = _entrypoint(raw)
+    _check_log_dir(config.log_dir)
+    base = dict(environ)
+    omp_defaulted = "OMP_NUM_THREADS" not in base and config.nproc_per_node > 1
+    if omp_defaulted:
+        base["OMP_NUM_THREADS"] = "1"
+    base["TORCHELASTIC_SIGNALS_TO_HANDLE"] = config.signals_to_handle
+    return Launch(config, entrypoint, base, omp_defaulted)

@@ -1,0 +1,63 @@
+"""The exception tree of rallypoint.
+
+::
+
+    RallypointError                  base of everything rallypoint raises on purpose
+    ├── UsageError                   bad command line or configuration (exit code 2)
+    │   └── ConfigError              a value parsed but makes no sense (same exit code)
+    ├── LaunchError                  the job could not be started (exit code 1)
+    ├── ChildFailedError             workers failed and the restart budget is spent (exit 1)
+    └── SignalReceived               a handled signal ended the job (exit 1, or death by it)
+
+Foreign exceptions (OSError from spawning, JSON errors from error files) are
+translated once, where they enter, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rallypoint.failures.report import FailureReport
+
+
+class RallypointError(Exception):
+    """Base class of every error rallypoint raises on purpose."""
+
+
+class UsageError(RallypointError):
+    """The command line or configuration is wrong; the message names what and why."""
+
+
+class ConfigError(UsageError):
+    """A value parsed but is not acceptable (e.g. ``--nnodes=3:2``)."""
+
+
+class LaunchError(RallypointError):
+    """The job could not be started (e.g. the script does not exist)."""
+
+
+class ChildFailedError(RallypointError):
+    """Workers failed and no restart is left.
+
+    Attributes:
+        report: the failure report naming the culprit and what it said.
+    """
+
+    def __init__(self, report: FailureReport) -> None:
+        super().__init__(report.headline)
+        self.report = report
+
+
+class SignalReceived(RallypointError):
+    """A handled signal (TERM, INT, ...) ended the job.
+
+    Attributes:
+        signum: the signal number received.
+        before_workers: True when no worker had been started yet.
+    """
+
+    def __init__(self, signum: int, before_workers: bool) -> None:
+        super().__init__(f"received signal {signum}")
+        self.signum = signum
+        self.before_workers = before_workers

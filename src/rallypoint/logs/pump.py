@@ -1,0 +1,137 @@
+"""Read a worker's pipe on the event loop and hand whole lines to sinks.
+
+Design note: torchrun's tee writes to a file and tails it from a thread every
+0.1 s, so the console lags and lines of different ranks can interleave. Here
+the agent's one event loop reads each worker's pipe as data arrives, cuts the
+data after its last newline and gives every sink whole lines in one call; the
+rest waits for the next read. At end of file a last line without a newline is
+delivered too. Sinks write each batch with one ``write``, so lines are never
+cut or mixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class LineSink(Protocol):
+    """Receives batches of whole lines (bytes ending in newline, but maybe the last)."""
+
+    def write_lines(self, data: bytes) -> None:
+        """Take one batch."""
+
+    def close(self) -> None:
+        """No more lines will come."""
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to ``fd``."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            continue
+        except BrokenPipeError:
+            return
+
+
+class ConsoleSink:
+    """Writes lines to the launcher's stdout or stderr, each behind an optional prefix."""
+
+    def __init__(self, fd: int, prefix: bytes = b"") -> None:
+        self._fd = fd
+        self._prefix = prefix
+
+    def write_lines(self, data: bytes) -> None:
+        """Write the batch (prefixed line by line) in one go."""
+        if not data.endswith(b"\n"):
+            data += b"\n"  # a last line without newline must not glue to another rank's
+        if self._prefix:
+            data = b"".join(self._prefix + line for line in data.splitlines(keepends=True))
+        write_all(self._fd, data)
+
+    def close(self) -> None:
+        """Nothing to release: the fd belongs to the launcher."""
+
+
+class FileSink:
+    """Appends lines to a log file, flushed after every batch."""
+
+    def __init__(self, path: str) -> None:
+        self._file = open(path, "ab")  # noqa: SIM115 - closed by close()
+
+    def write_lines(self, data: bytes) -> None:
+        """Append and flush."""
+        self._file.write(data)
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+
+class TailSink:
+    """Keeps the last ``size`` lines, whatever else happens to the stream."""
+
+    def __init__(self, size: int = 30) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=size)
+
+    def write_lines(self, data: bytes) -> None:
+        """Remember the batch's lines."""
+        self.lines.extend(data.decode("utf-8", "replace").splitlines())
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def text(self) -> str:
+        """The remembered lines, joined."""
+        return "\n".join(self.lines)
+
+
+class PipePump(asyncio.Protocol):
+    """asyncio protocol that splits a pipe's bytes into whole-line batches."""
+
+    def __init__(self, sinks: Sequence[LineSink]) -> None:
+        self._sinks = sinks
+        self._pending = b""
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        """Deliver everything up to the last newline; keep the rest."""
+        data = self._pending + data
+        cut = data.rfind(b"\n") + 1
+        self._pending = data[cut:]
+        if cut:
+            self._deliver(data[:cut])
+
+    def _deliver(self, batch: bytes) -> None:
+        for sink in self._sinks:
+            sink.write_lines(batch)
+
+    def eof_received(self) -> bool | None:
+        """Deliver a last line that had no newline."""
+        if self._pending:
+            self._deliver(self._pending)
+            self._pending = b""
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Close the sinks and mark the stream finished."""
+        self.eof_received()
+        for sink in self._sinks:
+            sink.close()
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+
+async def pump_pipe(read_fd: int, sinks: Sequence[LineSink]) -> PipePump:
+    """Start pumping ``read_fd`` (which the pump now owns) into ``sinks``."""
+    loop = asyncio.get_running_loop()
+    pipe = os.fdopen(read_fd, "rb", buffering=0)
+    _, protocol = await loop.connect_read_pipe(lambda: PipePump(sinks), pipe)
+    return protocol

@@ -1,0 +1,38 @@
+"""Rendezvous of a job that has one node: no store needed.
+
+Covers ``--standalone``, torchrun's automatic single-node c10d, and static
+rendezvous with ``--nnodes=1``. MASTER_ADDR follows torchrun: ``--master-addr``
+verbatim for static, else ``--local-addr`` or this host's FQDN. The port stays
+the same for every round, as torchrun's does.
+"""
+
+from __future__ import annotations
+
+from rallypoint.config import LaunchConfig
+from rallypoint.rendezvous.ports import PortReservation
+from rallypoint.rendezvous.result import RendezvousResult
+
+
+class SingleNodeRendezvous:
+    """Every round has exactly this node, as group rank 0."""
+
+    def __init__(self, config: LaunchConfig, host: str) -> None:
+        self._config = config
+        static = config.rdzv_backend == "static"
+        self._addr = (config.master_addr or "127.0.0.1") if static else host
+        self._ports = PortReservation.reserve(config.master_port or 0 if static else 0)
+        self._round = 0
+
+    async def next_round(self) -> RendezvousResult:
+        """The next round: this node alone."""
+        nproc = self._config.nproc_per_node
+        result = RendezvousResult(
+            round=self._round, group_rank=0, group_world_size=1, base_rank=0,
+            world_size=nproc, base_role_rank=0, role_world_size=nproc,
+            master_addr=self._addr, master_port=self._ports.port)
+        self._round += 1
+        return result
+
+    def close(self) -> None:
+        """Release the reserved port."""
+        self._ports.release()

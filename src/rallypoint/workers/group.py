@@ -1,0 +1,93 @@
+"""The local workers of one attempt: start them all, learn of exits, stop them.
+
+Stopping escalates in documented steps (as Trio's subprocess cancel does):
+the stop signal to every worker's process group, one shared grace period,
+a warning naming each rank and pid still alive, then SIGKILL to every group.
+Groups whose leader already exited get the same signals, so a worker's
+leftover children never outlive the attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+
+from rallypoint.workers.guardian import Guardian
+from rallypoint.workers.process import SpawnRequest, WorkerProcess, describe_signal
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerGroup:
+    """This node's workers for one attempt."""
+
+    def __init__(self, guardian: Guardian, on_exit: Callable[[WorkerProcess], None]) -> None:
+        self._guardian = guardian
+        self._on_exit = on_exit
+        self.workers: list[WorkerProcess] = []
+        self._changed = asyncio.Event()
+        self.killed: list[WorkerProcess] = []
+
+    def start(self, requests: Sequence[SpawnRequest]) -> None:
+        """Spawn every worker; a worker that cannot start raises LaunchError."""
+        loop = asyncio.get_running_loop()
+        for request in requests:
+            worker = WorkerProcess.spawn(request)
+            self._guardian.watch(worker.pid)
+            worker.watch_exit(loop, self._exited)
+            self.workers.append(worker)
+            logger.debug("started local rank %d as pid %d", request.local_rank, worker.pid)
+
+    def _exited(self, worker: WorkerProcess) -> None:
+        self._changed.set()
+        self._on_exit(worker)
+
+    @property
+    def alive(self) -> list[WorkerProcess]:
+        """Workers whose exit has not been seen yet."""
+        return [w for w in self.workers if w.running]
+
+    async def wait_all_exited(self) -> None:
+        """Return once every worker has exited."""
+        while self.alive:
+            self._changed.clear()
+            await self._changed.wait()
+
+    def _signal_all(self, signum: int) -> None:
+        for worker in self.workers:
+            worker.signal_group(signum)
+
+    async def stop(self, signum: int, grace: float,
+                   cut_short: asyncio.Event | None = None) -> list[WorkerProcess]:
+        """Stop every worker and its children; return the workers that needed SIGKILL.
+
+        Args:
+            signum: the first signal sent to each process group.
+            grace: seconds allowed for all of them together before SIGKILL.
+            cut_short: when this is set during the grace, SIGKILL at once.
+        """
+        self._signal_all(signum)
+        await self._wait_grace(grace, cut_short)
+        stubborn = self.alive
+        for worker in stubborn:
+            logger.warning("local rank %d (pid %d) did not stop within %.1f s of %s; "
+                           "sending SIGKILL", worker.request.local_rank, worker.pid, grace,
+                           describe_signal(signum))
+        self._signal_all(signal.SIGKILL)
+        await self.wait_all_exited()
+        for worker in self.workers:
+            self._guardian.release(worker.pid)
+        self.killed = stubborn
+        return stubborn
+
+    async def _wait_grace(self, grace: float, cut_short: asyncio.Event | None) -> None:
+        waiters = [asyncio.ensure_future(self.wait_all_exited())]
+        if cut_short is not None:
+            waiters.append(asyncio.ensure_future(cut_short.wait()))
+        _, pending = await asyncio.wait(waiters, timeout=grace,
+                                        return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
