@@ -1,0 +1,83 @@
+"""Shared helpers: run the launcher as a user would, and find leftover processes.
+
+Every launcher started through :func:`launcher_env` carries a marker variable
+unique to the test. Workers and their children inherit it, so after the test
+``/proc/*/environ`` tells exactly which processes of the test are still alive;
+the autouse fixture fails the test if any are, and kills them either way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+MARK = "RALLYPOINT_TEST_MARK"
+REPO = Path(__file__).resolve().parent.parent
+WORKERS = REPO / "tests" / "workers"
+
+
+def marked_pids(mark: str) -> list[int]:
+    """Pids of live processes whose environment holds ``MARK=mark``."""
+    needle = f"{MARK}={mark}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until_gone(mark: str, seconds: float) -> list[int]:
+    """Wait up to ``seconds`` for the marked processes to end; return survivors."""
+    deadline = time.monotonic() + seconds
+    while (left := marked_pids(mark)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+@pytest.fixture
+def mark() -> Iterator[str]:
+    """A marker for this test's processes; fails the test if any outlive it."""
+    value = uuid.uuid4().hex
+    yield value
+    left = wait_until_gone(value, 5.0)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not left, f"processes left behind: {left}"
+
+
+def launcher_env(mark: str, **extra: str) -> dict[str, str]:
+    """A clean environment for the launcher, carrying the test's marker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PET_", "TORCHELASTIC"))}
+    env.update({MARK: mark, "PYTHONUNBUFFERED": "1"}, **extra)
+    return env
+
+
+def rallypoint(args: list[str], env: dict[str, str], timeout: float = 120,
+               cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m rallypoint ARGS`` to the end."""
+    return subprocess.run([sys.executable, "-m", "rallypoint", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def start_rallypoint(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start ``python -m rallypoint ARGS`` in the background (pipes for its output)."""
+    return subprocess.Popen([sys.executable, "-m", "rallypoint", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,0 +1,48 @@
+"""Bad input: one line on stderr naming the problem, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import WORKERS, launcher_env, rallypoint
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = str(WORKERS / "exit_code.py")
+
+CASES = [
+    (["--nnodes=3:2", SCRIPT], "--nnodes=3:2"),
+    (["--nnodes=0", SCRIPT], "--nnodes=0"),
+    (["--nnodes=1:2:3", SCRIPT], "--nnodes=1:2:3"),
+    (["--nproc-per-node=0", SCRIPT], "--nproc-per-node"),
+    (["--nproc-per-node=abc", SCRIPT], "--nproc-per-node=abc"),
+    (["--max-restarts=-1", SCRIPT], "--max-restarts"),
+    (["--rdzv-conf=a", SCRIPT], "--rdzv-conf=a"),
+    (["--rdzv-conf=k=", SCRIPT], "--rdzv-conf=k="),
+    (["-m", "--no-python", SCRIPT], "--no-python"),
+    (["/nonexistent/train.py"], "/nonexistent/train.py"),
+    (["--nproc-per-node=gpu", SCRIPT], "--nproc-per-node=gpu"),
+    (["--no-such-flag", SCRIPT], "--no-such-flag"),
+    (["--max-restarts=x", SCRIPT], "--max-restarts"),
+    (["--redirects=9", SCRIPT], "--redirects=9"),
+    ([], "training_script"),
+]
+
+
+@pytest.mark.parametrize(("args", "named"), CASES, ids=[" ".join(c[0][:-1]) or c[0][0]
+                                                        for c in CASES[:-1]] + ["no-script"])
+def test_bad_input_is_one_line_and_exit_2(mark: str, args: list[str], named: str) -> None:
+    result = rallypoint(args, launcher_env(mark, CUDA_VISIBLE_DEVICES=""), timeout=30)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert named in lines[0]
+    assert lines[0].startswith("rallypoint: error: ")
+
+
+def test_bad_pet_value_names_the_variable(mark: str) -> None:
+    env = launcher_env(mark, PET_STANDALONE="true")
+    result = rallypoint([SCRIPT], env, timeout=30)
+    assert result.returncode == 2
+    assert "PET_STANDALONE='true'" in result.stderr
