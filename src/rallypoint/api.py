@@ -24,12 +24,14 @@ from rallypoint.errors import ConfigError
 def _entrypoint(entrypoint: Callable[..., object] | str, args: tuple[object, ...]) -> Entrypoint:
     if isinstance(entrypoint, str):
         return Entrypoint(EntrypointKind.BINARY, entrypoint, tuple(str(a) for a in args))
-    return Entrypoint(EntrypointKind.CALLABLE, getattr(entrypoint, "__name__", "function"),
-                      function=entrypoint)
+    return Entrypoint(
+        EntrypointKind.CALLABLE, getattr(entrypoint, "__name__", "function"), function=entrypoint
+    )
 
 
-def launch(config: LaunchConfig, entrypoint: Callable[..., object] | str,
-           *args: object) -> dict[int, object]:
+def launch(
+    config: LaunchConfig, entrypoint: Callable[..., object] | str, *args: object
+) -> dict[int, object]:
     """Run ``entrypoint`` on this node's ranks and return results by global rank.
 
     Raises:
@@ -42,13 +44,18 @@ def launch(config: LaunchConfig, entrypoint: Callable[..., object] | str,
         config = dataclasses.replace(config, run_id=str(uuid.uuid4().int))
     base = dict(os.environ)
     base["TORCHELASTIC_SIGNALS_TO_HANDLE"] = config.signals_to_handle or DEFAULT_SIGNALS
-    job = Job(config, _entrypoint(entrypoint, args), base,
-              host=config.local_addr or socket.getfqdn(), call_args=args)
+    job = Job(
+        config,
+        _entrypoint(entrypoint, args),
+        base,
+        host=config.local_addr or socket.getfqdn(),
+        call_args=args,
+    )
     result = asyncio.run(Supervisor(job).run())
     return dict(result.return_values)
 
 
-class elastic_launch:  # noqa: N801 - the name torch users know
+class elastic_launch:
     """``elastic_launch(config, entrypoint)(*args)``, as in torch."""
 
     def __init__(self, config: LaunchConfig, entrypoint: Callable[..., object] | str) -> None:

@@ -95,24 +95,40 @@ class LaunchConfig:
     numa_binding: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rdzv_configs",
-                           MappingProxyType({k: str(v) for k, v in self.rdzv_configs.items()}))
-        _check(self.min_nodes >= 1, f"--nnodes: the minimum must be at least 1, got {self.min_nodes}")
-        _check(self.min_nodes <= self.max_nodes,
-               f"--nnodes={self.min_nodes}:{self.max_nodes}: MIN must not exceed MAX")
-        _check(self.nproc_per_node >= 1,
-               f"--nproc-per-node must be at least 1, got {self.nproc_per_node}")
-        _check(self.max_restarts >= 0,
-               f"--max-restarts must be 0 or more, got {self.max_restarts}")
-        _check(self.monitor_interval > 0,
-               f"--monitor-interval must be above 0, got {self.monitor_interval}")
-        _check(self.shutdown_timeout >= 0,
-               f"--shutdown-timeout must be 0 or more, got {self.shutdown_timeout}")
-        _check(self.rdzv_backend in BACKENDS,
-               f"--rdzv-backend={self.rdzv_backend!r} is unknown; use one of {', '.join(BACKENDS)}")
-        _check(self.event_log_handler in EVENT_LOG_HANDLERS,
-               f"--event-log-handler={self.event_log_handler!r} is unknown; "
-               f"use one of {', '.join(EVENT_LOG_HANDLERS)}")
+        object.__setattr__(
+            self,
+            "rdzv_configs",
+            MappingProxyType({k: str(v) for k, v in self.rdzv_configs.items()}),
+        )
+        _check(
+            self.min_nodes >= 1, f"--nnodes: the minimum must be at least 1, got {self.min_nodes}"
+        )
+        _check(
+            self.min_nodes <= self.max_nodes,
+            f"--nnodes={self.min_nodes}:{self.max_nodes}: MIN must not exceed MAX",
+        )
+        _check(
+            self.nproc_per_node >= 1,
+            f"--nproc-per-node must be at least 1, got {self.nproc_per_node}",
+        )
+        _check(self.max_restarts >= 0, f"--max-restarts must be 0 or more, got {self.max_restarts}")
+        _check(
+            self.monitor_interval > 0,
+            f"--monitor-interval must be above 0, got {self.monitor_interval}",
+        )
+        _check(
+            self.shutdown_timeout >= 0,
+            f"--shutdown-timeout must be 0 or more, got {self.shutdown_timeout}",
+        )
+        _check(
+            self.rdzv_backend in BACKENDS,
+            f"--rdzv-backend={self.rdzv_backend!r} is unknown; use one of {', '.join(BACKENDS)}",
+        )
+        _check(
+            self.event_log_handler in EVENT_LOG_HANDLERS,
+            f"--event-log-handler={self.event_log_handler!r} is unknown; "
+            f"use one of {', '.join(EVENT_LOG_HANDLERS)}",
+        )
         _check(bool(self.role), "--role must not be empty")
 
     @property

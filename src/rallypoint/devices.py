@@ -33,8 +33,9 @@ def _physical_gpus() -> int:
     if smi is None:
         return 0
     try:
-        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10,
-                                 check=False)
+        listing = subprocess.run(
+            [smi, "-L"], capture_output=True, text=True, timeout=10, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return 0
     return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))

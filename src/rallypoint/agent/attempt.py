@@ -20,7 +20,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from rallypoint.agent.job import Job, WorkerExited
+from rallypoint.agent.job import AgentEvent, Job, WorkerExited
 from rallypoint.agent.worker_env import WorkerPlace, worker_env
 from rallypoint.clock import Clock
 from rallypoint.config import EntrypointKind, StdMask
@@ -54,8 +54,15 @@ class Slot:
 class Attempt:
     """Start, watch and account for one attempt's workers."""
 
-    def __init__(self, job: Job, rdzv: RendezvousResult, number: int, restart_count: int,
-                 layout: RunLayout, deps: tuple[Guardian, asyncio.Queue[object], Clock]) -> None:
+    def __init__(
+        self,
+        job: Job,
+        rdzv: RendezvousResult,
+        number: int,
+        restart_count: int,
+        layout: RunLayout,
+        deps: tuple[Guardian, asyncio.Queue[AgentEvent], Clock],
+    ) -> None:
         self.job, self.rdzv, self.number, self.restart_count = job, rdzv, number, restart_count
         guardian, self._queue, self._clock = deps
         self.group = WorkerGroup(guardian, self._exited)
@@ -79,8 +86,13 @@ class Attempt:
                 for fd in (request.stdout, request.stderr):
                     if fd is not None:
                         os.close(fd)
-        logger.info("attempt %d: started %d workers, ranks %d-%d", self.number, len(requests),
-                    self.rdzv.base_rank, self.rdzv.base_rank + len(requests) - 1)
+        logger.info(
+            "attempt %d: started %d workers, ranks %d-%d",
+            self.number,
+            len(requests),
+            self.rdzv.base_rank,
+            self.rdzv.base_rank + len(requests) - 1,
+        )
 
     async def _prepare(self, local_rank: int) -> SpawnRequest:
         files = WorkerFiles.create(self.dir, local_rank)
@@ -89,8 +101,7 @@ class Attempt:
         self.slots[local_rank] = slot
         place = WorkerPlace(local_rank, self.restart_count, files.path("error.json"))
         env = worker_env(self.job.config, self.rdzv, place, self.job.base_env)
-        argv = worker_argv(self.job.entrypoint, local_rank, self.job.base_env,
-                           self._payload(slot))
+        argv = worker_argv(self.job.entrypoint, local_rank, self.job.base_env, self._payload(slot))
         stdout = await self._stream(slot, StdMask.OUT, 1, [])
         stderr = await self._stream(slot, StdMask.ERR, 2, [slot.tail])
         return SpawnRequest(local_rank, argv, env, stdout, stderr)
@@ -98,11 +109,13 @@ class Attempt:
     def _prefix(self, slot: Slot) -> bytes:
         template = self.job.config.log_line_prefix_template or DEFAULT_PREFIX
         text = string.Template(template).safe_substitute(
-            role_name=self.job.config.role, rank=slot.global_rank, local_rank=slot.local_rank)
+            role_name=self.job.config.role, rank=slot.global_rank, local_rank=slot.local_rank
+        )
         return text.encode()
 
-    async def _stream(self, slot: Slot, mask: StdMask, console_fd: int,
-                      sinks: list[LineSink]) -> int | None:
+    async def _stream(
+        self, slot: Slot, mask: StdMask, console_fd: int, sinks: list[LineSink]
+    ) -> int | None:
         config = self.job.config
         redirected = bool(config.redirects.for_rank(slot.local_rank) & mask)
         teed = bool(config.tee.for_rank(slot.local_rank) & mask)
@@ -130,8 +143,10 @@ class Attempt:
         main = getattr(sys.modules.get("__main__"), "__file__", None)
         with open(path, "wb") as out:
             pickle.dump({"sys_path": sys.path, "main_path": main}, out)
-            pickle.dump((self.job.entrypoint.function, args,
-                         os.path.join(slot.work_dir, "result.pickle")), out)
+            pickle.dump(
+                (self.job.entrypoint.function, args, os.path.join(slot.work_dir, "result.pickle")),
+                out,
+            )
         return path
 
     def _scratch(self) -> str:
@@ -143,15 +158,22 @@ class Attempt:
         if pending:
             await asyncio.wait(pending, timeout=DRAIN_SECONDS)
 
-    def failure(self, worker: WorkerProcess, exited_wall: float, exited_mono: float) -> WorkerFailure:
+    def failure(
+        self, worker: WorkerProcess, exited_wall: float, exited_mono: float
+    ) -> WorkerFailure:
         """What the summary says about ``worker``."""
         slot = self.slots[worker.request.local_rank]
         assert worker.status is not None
         path = slot.files.path("error.json")
         content = read_error_file(path) if path else None
-        return WorkerFailure.build((slot.local_rank, slot.global_rank, worker.pid), worker.status,
-                                   (exited_wall, exited_mono - self.started_at), path, content,
-                                   slot.tail.text())
+        return WorkerFailure.build(
+            (slot.local_rank, slot.global_rank, worker.pid),
+            worker.status,
+            (exited_wall, exited_mono - self.started_at),
+            path,
+            content,
+            slot.tail.text(),
+        )
 
     def return_values(self) -> dict[int, object]:
         """Per global rank: a callable's return value, or None for programs."""

@@ -33,8 +33,9 @@ RESTART_GRACE = 30.0  # torchrun stops a failed group with a fixed 30 s grace
 class Supervisor:
     """Runs one node's part of a job to success, exhaustion or a signal."""
 
-    def __init__(self, job: Job, clock: Clock | None = None,
-                 early_signals: list[int] | None = None) -> None:
+    def __init__(
+        self, job: Job, clock: Clock | None = None, early_signals: list[int] | None = None
+    ) -> None:
         self.job = job
         self._clock = clock or SystemClock()
         self._queue: asyncio.Queue[AgentEvent] = asyncio.Queue()
@@ -97,8 +98,9 @@ class Supervisor:
             if signum is not None:
                 raise SignalReceived(signum, before_workers=number == 0)
             rdzv = await rendezvous.next_round()
-            attempt = Attempt(self.job, rdzv, number, restarts, self.layout,
-                              (guardian, self._queue, self._clock))  # type: ignore[arg-type]
+            attempt = Attempt(
+                self.job, rdzv, number, restarts, self.layout, (guardian, self._queue, self._clock)
+            )
             await attempt.start()
             report = await self._watch(attempt)
             if report is None:
@@ -107,8 +109,12 @@ class Supervisor:
                 self._final_failure(report)
                 raise ChildFailedError(report)
             restarts, number = restarts + 1, number + 1
-            logger.warning("%s; restarting the workers (restart %d of %d)", report.headline,
-                           restarts, self.job.config.max_restarts)
+            logger.warning(
+                "%s; restarting the workers (restart %d of %d)",
+                report.headline,
+                restarts,
+                self.job.config.max_restarts,
+            )
 
     async def _watch(self, attempt: Attempt) -> FailureReport | None:
         """Wait for the attempt's end: None on success, a report on failure."""
@@ -126,8 +132,10 @@ class Supervisor:
                 return None
 
     async def _stop_for_signal(self, attempt: Attempt, signum: int) -> None:
-        logger.warning("received %s, forwarding it to the workers and shutting down",
-                       signal.Signals(signum).name)
+        logger.warning(
+            "received %s, forwarding it to the workers and shutting down",
+            signal.Signals(signum).name,
+        )
         self._cut_short = asyncio.Event()
         await attempt.group.stop(signum, self.job.config.shutdown_timeout, self._cut_short)
         await attempt.drain()
@@ -147,11 +155,13 @@ class Supervisor:
         await attempt.group.stop(signal.SIGTERM, RESTART_GRACE, self._cut_short)
         await attempt.drain()
         now = (self._clock.wall(), self._clock.monotonic())
-        failed = [attempt.failure(e.worker, e.at_wall, e.at_monotonic) for e in exits.values()
-                  if e.worker.status is not None and not e.worker.status.succeeded]
+        failed = [
+            attempt.failure(e.worker, e.at_wall, e.at_monotonic)
+            for e in exits.values()
+            if e.worker.status is not None and not e.worker.status.succeeded
+        ]
         stopped = [attempt.failure(w, *now) for w in to_stop]
-        return FailureReport.from_failures(self.job.entrypoint.name, self.job.host,
-                                           failed, stopped)
+        return FailureReport.from_failures(self.job.entrypoint.name, self.job.host, failed, stopped)
 
     def _final_failure(self, report: FailureReport) -> None:
         if self.layout.run_dir is not None:
@@ -165,9 +175,13 @@ class Supervisor:
 
 def _root_cause_document(culprit: WorkerFailure) -> dict[str, object]:
     """torchrun's copy of the root cause for the launcher's own error file."""
-    return {"message": {
-        "message": culprit.message,
-        "extraInfo": {"py_callstack": culprit.traceback,
-                      "timestamp": str(int(culprit.exited_at))},
-        "errorCode": culprit.status.torch_exitcode,
-    }}
+    return {
+        "message": {
+            "message": culprit.message,
+            "extraInfo": {
+                "py_callstack": culprit.traceback,
+                "timestamp": str(int(culprit.exited_at)),
+            },
+            "errorCode": culprit.status.torch_exitcode,
+        }
+    }

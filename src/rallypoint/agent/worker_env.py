@@ -34,30 +34,33 @@ def _cuda_devices(base: Mapping[str, str], local_rank: int) -> str:
     return entries[local_rank]
 
 
-def worker_env(config: LaunchConfig, rdzv: RendezvousResult, place: WorkerPlace,
-               base: Mapping[str, str]) -> dict[str, str]:
+def worker_env(
+    config: LaunchConfig, rdzv: RendezvousResult, place: WorkerPlace, base: Mapping[str, str]
+) -> dict[str, str]:
     """The full environment of the worker at ``place``."""
     local = place.local_rank
     env = dict(base)
-    env.update({
-        "LOCAL_RANK": "0" if config.virtual_local_rank else str(local),
-        "RANK": str(rdzv.base_rank + local),
-        "GROUP_RANK": str(rdzv.group_rank),
-        "ROLE_RANK": str(rdzv.base_role_rank + local),
-        "ROLE_NAME": config.role,
-        "LOCAL_WORLD_SIZE": str(config.nproc_per_node),
-        "WORLD_SIZE": str(rdzv.world_size),
-        "GROUP_WORLD_SIZE": str(rdzv.group_world_size),
-        "ROLE_WORLD_SIZE": str(rdzv.role_world_size),
-        "MASTER_ADDR": rdzv.master_addr,
-        "MASTER_PORT": str(rdzv.master_port),
-        "TORCHELASTIC_RESTART_COUNT": str(place.restart_count),
-        "TORCHELASTIC_MAX_RESTARTS": str(config.max_restarts),
-        "TORCHELASTIC_RUN_ID": config.run_id,
-        "TORCHELASTIC_USE_AGENT_STORE": "False",
-        "TORCH_NCCL_ASYNC_ERROR_HANDLING": base.get("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1"),
-        "TORCHELASTIC_ERROR_FILE": place.error_file,
-    })
+    env.update(
+        {
+            "LOCAL_RANK": "0" if config.virtual_local_rank else str(local),
+            "RANK": str(rdzv.base_rank + local),
+            "GROUP_RANK": str(rdzv.group_rank),
+            "ROLE_RANK": str(rdzv.base_role_rank + local),
+            "ROLE_NAME": config.role,
+            "LOCAL_WORLD_SIZE": str(config.nproc_per_node),
+            "WORLD_SIZE": str(rdzv.world_size),
+            "GROUP_WORLD_SIZE": str(rdzv.group_world_size),
+            "ROLE_WORLD_SIZE": str(rdzv.role_world_size),
+            "MASTER_ADDR": rdzv.master_addr,
+            "MASTER_PORT": str(rdzv.master_port),
+            "TORCHELASTIC_RESTART_COUNT": str(place.restart_count),
+            "TORCHELASTIC_MAX_RESTARTS": str(config.max_restarts),
+            "TORCHELASTIC_RUN_ID": config.run_id,
+            "TORCHELASTIC_USE_AGENT_STORE": "False",
+            "TORCH_NCCL_ASYNC_ERROR_HANDLING": base.get("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1"),
+            "TORCHELASTIC_ERROR_FILE": place.error_file,
+        }
+    )
     if config.virtual_local_rank:
         env["CUDA_VISIBLE_DEVICES"] = _cuda_devices(base, local)
     return env

@@ -68,60 +68,157 @@ GROUP_ORDER = (WORKERS, RENDEZVOUS, SUPERVISION, ENTRYPOINT, LOGS, STATIC)
 DEFAULT_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT"
 
 FLAGS: tuple[Flag, ...] = (
-    Flag(("--nnodes",), "nnodes", "Number of nodes, N or MIN:MAX for an elastic job.",
-         WORKERS, default="1:1"),
-    _flag("--nproc-per-node", "Workers per node: an integer, cpu, gpu or auto.", WORKERS,
-          default="1"),
-    _flag("--rdzv-backend", "Rendezvous backend: static, c10d, etcd or etcd-v2.", RENDEZVOUS,
-          default="static"),
+    Flag(
+        ("--nnodes",),
+        "nnodes",
+        "Number of nodes, N or MIN:MAX for an elastic job.",
+        WORKERS,
+        default="1:1",
+    ),
+    _flag(
+        "--nproc-per-node", "Workers per node: an integer, cpu, gpu or auto.", WORKERS, default="1"
+    ),
+    _flag(
+        "--rdzv-backend",
+        "Rendezvous backend: static, c10d, etcd or etcd-v2.",
+        RENDEZVOUS,
+        default="static",
+    ),
     _flag("--rdzv-endpoint", "Rendezvous endpoint, host[:port].", RENDEZVOUS, default=""),
     _flag("--rdzv-id", "Job id shared by every node of the job.", RENDEZVOUS, default="none"),
-    _flag("--rdzv-conf", "Extra rendezvous settings, key1=value1,key2=value2.", RENDEZVOUS,
-          default=""),
-    _flag("--standalone", "Single node with an embedded store on a free port; "
-          "--rdzv-backend, --rdzv-endpoint and --rdzv-id are then chosen for you.",
-          RENDEZVOUS, kind=FlagKind.SWITCH, default=False),
-    _flag("--max-restarts", "Restarts of the worker group allowed after a failure.",
-          SUPERVISION, default=0, convert=int),
-    _flag("--monitor-interval", "Kept for compatibility: rallypoint learns of exits as "
-          "events and never polls.", SUPERVISION, default=0.1, convert=float),
-    _flag("--start-method", "How function entrypoints start (scripts always spawn).",
-          ENTRYPOINT, default="spawn", choices=("spawn", "fork", "forkserver")),
-    _flag("--event-log-handler", "Where lifecycle events go: null or console.", LOGS,
-          default="null"),
+    _flag(
+        "--rdzv-conf", "Extra rendezvous settings, key1=value1,key2=value2.", RENDEZVOUS, default=""
+    ),
+    _flag(
+        "--standalone",
+        "Single node with an embedded store on a free port; "
+        "--rdzv-backend, --rdzv-endpoint and --rdzv-id are then chosen for you.",
+        RENDEZVOUS,
+        kind=FlagKind.SWITCH,
+        default=False,
+    ),
+    _flag(
+        "--max-restarts",
+        "Restarts of the worker group allowed after a failure.",
+        SUPERVISION,
+        default=0,
+        convert=int,
+    ),
+    _flag(
+        "--monitor-interval",
+        "Kept for compatibility: rallypoint learns of exits as events and never polls.",
+        SUPERVISION,
+        default=0.1,
+        convert=float,
+    ),
+    _flag(
+        "--start-method",
+        "How function entrypoints start (scripts always spawn).",
+        ENTRYPOINT,
+        default="spawn",
+        choices=("spawn", "fork", "forkserver"),
+    ),
+    _flag(
+        "--event-log-handler", "Where lifecycle events go: null or console.", LOGS, default="null"
+    ),
     Flag(("--role",), "role", "Role name of this node's workers.", WORKERS, default="default"),
-    Flag(("-m", "--module"), "module", "Run the script as a module, like python -m.",
-         ENTRYPOINT, kind=FlagKind.SWITCH, default=False),
-    _flag("--no-python", "Execute the script directly instead of with python.", ENTRYPOINT,
-          kind=FlagKind.SWITCH, default=False),
-    _flag("--run-path", "Run the script with runpy.run_path in a spawned interpreter; "
-          "wins over --no-python and -m.", ENTRYPOINT, kind=FlagKind.SWITCH, default=False),
+    Flag(
+        ("-m", "--module"),
+        "module",
+        "Run the script as a module, like python -m.",
+        ENTRYPOINT,
+        kind=FlagKind.SWITCH,
+        default=False,
+    ),
+    _flag(
+        "--no-python",
+        "Execute the script directly instead of with python.",
+        ENTRYPOINT,
+        kind=FlagKind.SWITCH,
+        default=False,
+    ),
+    _flag(
+        "--run-path",
+        "Run the script with runpy.run_path in a spawned interpreter; "
+        "wins over --no-python and -m.",
+        ENTRYPOINT,
+        kind=FlagKind.SWITCH,
+        default=False,
+    ),
     _flag("--log-dir", "Base folder of the per-run log folders.", LOGS),
-    Flag(("-r", "--redirects"), "redirects", "Send worker streams to files: 0 none, 1 stdout, "
-         "2 stderr, 3 both; or per rank, e.g. 0:1,1:2.", LOGS, default="0"),
-    Flag(("-t", "--tee"), "tee", "Like --redirects, and also print with a rank prefix.",
-         LOGS, default="0"),
-    _flag("--local-ranks-filter", "Local ranks shown on the console, e.g. 0,1.", LOGS,
-          default=""),
-    _flag("--duplicate-stdout-filters", "Copy tee'd stdout lines containing any of these "
-          "comma-separated strings (,, for a comma) to filtered_stdout.log.", LOGS, default=""),
-    _flag("--duplicate-stderr-filters", "The same for stderr, into filtered_stderr.log.", LOGS,
-          default=""),
-    _flag("--node-rank", "This node's rank (static rendezvous only).", STATIC, default=0,
-          convert=int),
-    _flag("--master-addr", "Address of node rank 0 (static only), passed verbatim.", STATIC,
-          default="127.0.0.1"),
-    _flag("--master-port", "Port on node rank 0 (static only); 29500 if unset.", STATIC,
-          convert=int),
+    Flag(
+        ("-r", "--redirects"),
+        "redirects",
+        "Send worker streams to files: 0 none, 1 stdout, "
+        "2 stderr, 3 both; or per rank, e.g. 0:1,1:2.",
+        LOGS,
+        default="0",
+    ),
+    Flag(
+        ("-t", "--tee"),
+        "tee",
+        "Like --redirects, and also print with a rank prefix.",
+        LOGS,
+        default="0",
+    ),
+    _flag("--local-ranks-filter", "Local ranks shown on the console, e.g. 0,1.", LOGS, default=""),
+    _flag(
+        "--duplicate-stdout-filters",
+        "Copy tee'd stdout lines containing any of these "
+        "comma-separated strings (,, for a comma) to filtered_stdout.log.",
+        LOGS,
+        default="",
+    ),
+    _flag(
+        "--duplicate-stderr-filters",
+        "The same for stderr, into filtered_stderr.log.",
+        LOGS,
+        default="",
+    ),
+    _flag(
+        "--node-rank", "This node's rank (static rendezvous only).", STATIC, default=0, convert=int
+    ),
+    _flag(
+        "--master-addr",
+        "Address of node rank 0 (static only), passed verbatim.",
+        STATIC,
+        default="127.0.0.1",
+    ),
+    _flag(
+        "--master-port", "Port on node rank 0 (static only); 29500 if unset.", STATIC, convert=int
+    ),
     _flag("--local-addr", "This node's address as other nodes reach it.", RENDEZVOUS),
-    _flag("--logs-specs", "Accepted for compatibility; only the default log layout exists.",
-          LOGS, pet=False),
-    _flag("--numa-binding", "Bind workers to CPUs near their GPU (needs numactl).", WORKERS,
-          choices=("node", "socket", "exclusive", "core-complex"), pet=False),
-    _flag("--signals-to-handle", "Signals forwarded to the workers' process groups.",
-          SUPERVISION, default=DEFAULT_SIGNALS),
-    _flag("--shutdown-timeout", "Seconds between the stop signal and SIGKILL; default "
-          "TORCH_ELASTIC_SHUTDOWN_TIMEOUT or 30.", SUPERVISION, convert=int),
-    _flag("--virtual-local-rank", "Give every worker LOCAL_RANK=0 and its own GPU as "
-          "device 0.", WORKERS, kind=FlagKind.SWITCH, default=False),
+    _flag(
+        "--logs-specs",
+        "Accepted for compatibility; only the default log layout exists.",
+        LOGS,
+        pet=False,
+    ),
+    _flag(
+        "--numa-binding",
+        "Bind workers to CPUs near their GPU (needs numactl).",
+        WORKERS,
+        choices=("node", "socket", "exclusive", "core-complex"),
+        pet=False,
+    ),
+    _flag(
+        "--signals-to-handle",
+        "Signals forwarded to the workers' process groups.",
+        SUPERVISION,
+        default=DEFAULT_SIGNALS,
+    ),
+    _flag(
+        "--shutdown-timeout",
+        "Seconds between the stop signal and SIGKILL; default "
+        "TORCH_ELASTIC_SHUTDOWN_TIMEOUT or 30.",
+        SUPERVISION,
+        convert=int,
+    ),
+    _flag(
+        "--virtual-local-rank",
+        "Give every worker LOCAL_RANK=0 and its own GPU as device 0.",
+        WORKERS,
+        kind=FlagKind.SWITCH,
+        default=False,
+    ),
 )

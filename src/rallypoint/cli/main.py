@@ -29,8 +29,10 @@ def _configure(argv: Sequence[str], environ: Mapping[str, str]) -> Launch:
     raw = parse_args(argv, environ)
     launch = build_launch(raw, environ, DeviceCounter(environ))
     if launch.config.max_nodes > 1:
-        raise ConfigError(f"--nnodes={raw.nnodes}: multi-node rendezvous is not available yet "
-                          "in this version of rallypoint; use --nnodes=1")
+        raise ConfigError(
+            f"--nnodes={raw.nnodes}: multi-node rendezvous is not available yet "
+            "in this version of rallypoint; use --nnodes=1"
+        )
     return launch
 
 
@@ -49,8 +51,12 @@ def _reraise_unhandled(config: LaunchConfig, early: list[int]) -> None:
 
 
 def _run(launch: Launch, early: list[int]) -> int:
-    job = Job(launch.config, launch.entrypoint, launch.worker_base_env,
-              host=launch.config.local_addr or socket.getfqdn())
+    job = Job(
+        launch.config,
+        launch.entrypoint,
+        launch.worker_base_env,
+        host=launch.config.local_addr or socket.getfqdn(),
+    )
     supervisor = Supervisor(job, early_signals=early)
     try:
         asyncio.run(supervisor.run())
@@ -65,8 +71,11 @@ def _run(launch: Launch, early: list[int]) -> int:
     return 0
 
 
-def main(argv: Sequence[str], environ: Mapping[str, str] | None = None,
-         early_signals: list[int] | None = None) -> int:
+def main(
+    argv: Sequence[str],
+    environ: Mapping[str, str] | None = None,
+    early_signals: list[int] | None = None,
+) -> int:
     """Run the launcher with ``argv`` (no program name); return the exit code."""
     environ = dict(os.environ) if environ is None else environ
     early = early_signals if early_signals is not None else []

@@ -17,8 +17,10 @@ from typing import TextIO
 from rallypoint.failures.report import FailureReport, WorkerFailure
 
 PREFIX = "rallypoint"
-NO_TRACEBACK = ("<N/A> (no error file; to get one, decorate the entry function with "
-                "rallypoint.record or torch's record)")
+NO_TRACEBACK = (
+    "<N/A> (no error file; to get one, decorate the entry function with "
+    "rallypoint.record or torch's record)"
+)
 MAX_RULE = 60
 
 
@@ -34,8 +36,11 @@ def launch_error(message: str, stream: TextIO = sys.stderr) -> None:
 
 def omp_warning(stream: TextIO = sys.stderr) -> None:
     """torchrun's notice that OMP_NUM_THREADS was set to 1 for the workers."""
-    print(f"{PREFIX}: OMP_NUM_THREADS is set to 1 for every worker (it was unset and there "
-          "are several workers per node); set it yourself to tune it.", file=stream)
+    print(
+        f"{PREFIX}: OMP_NUM_THREADS is set to 1 for every worker (it was unset and there "
+        "are several workers per node); set it yourself to tune it.",
+        file=stream,
+    )
 
 
 def signal_exit(signame: str, stream: TextIO = sys.stderr) -> None:
@@ -46,23 +51,28 @@ def signal_exit(signame: str, stream: TextIO = sys.stderr) -> None:
 def setup_logging(environ: Mapping[str, str]) -> None:
     """Launcher logging to stderr, level from ``LOGLEVEL`` (WARNING by default)."""
     level = environ.get("LOGLEVEL", "WARNING").upper()
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level, logging.WARNING),
-                        format=f"[{PREFIX}] %(levelname)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level, logging.WARNING),
+        format=f"[{PREFIX}] %(levelname)s %(message)s",
+    )
 
 
 def _block(idx: int, failure: WorkerFailure, host: str) -> str:
     signame = f" ({failure.status.signal.name})" if failure.status.signal else ""
     stamp = datetime.datetime.fromtimestamp(int(failure.exited_at)).isoformat(sep="_")
     text = (failure.traceback or failure.message or NO_TRACEBACK).replace("\n", "\n  ")
-    return "\n".join([
-        f"[{idx}]:",
-        f"  time      : {stamp}",
-        f"  host      : {host}",
-        f"  rank      : {failure.global_rank} (local_rank: {failure.local_rank})",
-        f"  exitcode  : {failure.status.torch_exitcode} (pid: {failure.pid}) {signame}",
-        f"  error_file: {failure.error_file or '<N/A>'}",
-        f"  traceback : {text}",
-    ])
+    return "\n".join(
+        [
+            f"[{idx}]:",
+            f"  time      : {stamp}",
+            f"  host      : {host}",
+            f"  rank      : {failure.global_rank} (local_rank: {failure.local_rank})",
+            f"  exitcode  : {failure.status.torch_exitcode} (pid: {failure.pid}) {signame}",
+            f"  error_file: {failure.error_file or '<N/A>'}",
+            f"  traceback : {text}",
+        ]
+    )
 
 
 def _folded(report: FailureReport) -> list[str]:
@@ -78,8 +88,10 @@ def _folded(report: FailureReport) -> list[str]:
         blocks.append(_block(idx, failure, report.host))
     repeats = sorted(r for ranks in seen.values() for r in ranks)
     if repeats:
-        blocks.append(f"  (ranks {', '.join(map(str, repeats))} failed with the same "
-                      "traceback as one shown above)")
+        blocks.append(
+            f"  (ranks {', '.join(map(str, repeats))} failed with the same "
+            "traceback as one shown above)"
+        )
     return blocks
 
 
@@ -87,15 +99,29 @@ def format_summary(report: FailureReport, report_path: str | None) -> str:
     """The whole failure summary, headline first."""
     root = _block(0, report.culprit, report.host)
     others = _folded(report) or ["  <NO_OTHER_FAILURES>"]
-    stopped = [f"  rank {f.global_rank} (local_rank: {f.local_rank}, pid {f.pid}): "
-               f"{f.status.describe()}" for f in report.stopped]
+    stopped = [
+        f"  rank {f.global_rank} (local_rank: {f.local_rank}, pid {f.pid}): {f.status.describe()}"
+        for f in report.stopped
+    ]
     width = min(MAX_RULE, max(len(line) for line in "\n".join([root, *others]).splitlines()))
-    lines = [f"{PREFIX}: {report.headline}", "", "=" * width, f"{report.name} FAILED",
-             "-" * width, "Failures:", *others, "-" * width,
-             "Root Cause (first observed failure):", root]
+    lines = [
+        f"{PREFIX}: {report.headline}",
+        "",
+        "=" * width,
+        f"{report.name} FAILED",
+        "-" * width,
+        "Failures:",
+        *others,
+        "-" * width,
+        "Root Cause (first observed failure):",
+        root,
+    ]
     if stopped:
-        lines += ["-" * width, "Stopped by rallypoint after the root cause (not failures):",
-                  *stopped]
+        lines += [
+            "-" * width,
+            "Stopped by rallypoint after the root cause (not failures):",
+            *stopped,
+        ]
     lines.append("=" * width)
     if report_path:
         lines.append(f"{PREFIX}: failure report written to {report_path}")

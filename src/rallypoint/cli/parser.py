@@ -90,12 +90,24 @@ def _value_default(flag: Flag, environ: Mapping[str, str]) -> object:
 
 def _add_flag(group: argparse._ArgumentGroup, flag: Flag, environ: Mapping[str, str]) -> None:
     if flag.kind is FlagKind.SWITCH:
-        group.add_argument(*flag.names, dest=flag.dest, action="store_const", const=True,
-                           default=_switch_default(flag, environ), help=flag.help)
+        group.add_argument(
+            *flag.names,
+            dest=flag.dest,
+            action="store_const",
+            const=True,
+            default=_switch_default(flag, environ),
+            help=flag.help,
+        )
         return
-    group.add_argument(*flag.names, dest=flag.dest, type=flag.convert, choices=flag.choices,
-                       default=_value_default(flag, environ), metavar=flag.metavar,
-                       help=flag.help)
+    group.add_argument(
+        *flag.names,
+        dest=flag.dest,
+        type=flag.convert,
+        choices=flag.choices,
+        default=_value_default(flag, environ),
+        metavar=flag.metavar,
+        help=flag.help,
+    )
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -104,8 +116,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     groups = {name: parser.add_argument_group(name) for name in GROUP_ORDER}
     for flag in FLAGS:
         _add_flag(groups[flag.group], flag, environ)
-    parser.add_argument("training_script", help="The script (or module, or program) each "
-                        "worker runs, followed by its own arguments.")
+    parser.add_argument(
+        "training_script",
+        help="The script (or module, or program) each worker runs, followed by its own arguments.",
+    )
     parser.add_argument("training_script_args", nargs=argparse.REMAINDER)
     return parser
 

@@ -48,8 +48,10 @@ def resolve_nproc(text: str, devices: DeviceCounter) -> int:
     if text == "gpu":
         gpus = devices.gpus()
         if gpus == 0:
-            raise ConfigError("--nproc-per-node=gpu: no GPU is visible on this machine "
-                              "(use an integer, cpu or auto)")
+            raise ConfigError(
+                "--nproc-per-node=gpu: no GPU is visible on this machine "
+                "(use an integer, cpu or auto)"
+            )
         return gpus
     if text == "auto":
         return devices.gpus() or devices.cpus()
@@ -59,8 +61,12 @@ def resolve_nproc(text: str, devices: DeviceCounter) -> int:
 def _rendezvous(raw: RawArgs, max_nodes: int, new_id: Callable[[], str]) -> tuple[str, str, str]:
     if raw.standalone:
         return "c10d", "localhost:0", new_id()
-    auto_single = (raw.rdzv_backend == "static" and not raw.rdzv_endpoint
-                   and raw.master_port is None and max_nodes == 1)
+    auto_single = (
+        raw.rdzv_backend == "static"
+        and not raw.rdzv_endpoint
+        and raw.master_port is None
+        and max_nodes == 1
+    )
     if auto_single:
         return "c10d", "localhost:0", new_id()
     return raw.rdzv_backend, raw.rdzv_endpoint, raw.rdzv_id
@@ -109,8 +115,9 @@ def _shutdown_timeout(raw: RawArgs, environ: Mapping[str, str]) -> int:
         raise ConfigError(f"TORCH_ELASTIC_SHUTDOWN_TIMEOUT={text!r} must be an integer") from None
 
 
-def _config(raw: RawArgs, environ: Mapping[str, str], devices: DeviceCounter,
-            new_id: Callable[[], str]) -> LaunchConfig:
+def _config(
+    raw: RawArgs, environ: Mapping[str, str], devices: DeviceCounter, new_id: Callable[[], str]
+) -> LaunchConfig:
     min_nodes, max_nodes = parse_nnodes(raw.nnodes)
     backend, endpoint, run_id = _rendezvous(raw, max_nodes, new_id)
     conf = parse_rdzv_conf(raw.rdzv_conf)
@@ -119,21 +126,32 @@ def _config(raw: RawArgs, environ: Mapping[str, str], devices: DeviceCounter,
     conf.setdefault("timeout", "900")
     master_addr, master_port = _static_master(raw, backend, endpoint)
     return LaunchConfig(
-        min_nodes=min_nodes, max_nodes=max_nodes,
+        min_nodes=min_nodes,
+        max_nodes=max_nodes,
         nproc_per_node=resolve_nproc(raw.nproc_per_node, devices),
-        run_id=run_id, role=raw.role, rdzv_endpoint=endpoint, rdzv_backend=backend,
-        rdzv_configs=conf, max_restarts=raw.max_restarts,
-        monitor_interval=raw.monitor_interval, start_method=raw.start_method,
+        run_id=run_id,
+        role=raw.role,
+        rdzv_endpoint=endpoint,
+        rdzv_backend=backend,
+        rdzv_configs=conf,
+        max_restarts=raw.max_restarts,
+        monitor_interval=raw.monitor_interval,
+        start_method=raw.start_method,
         log_line_prefix_template=environ.get("TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"),
-        local_addr=raw.local_addr, event_log_handler=raw.event_log_handler,
-        signals_to_handle=raw.signals_to_handle, virtual_local_rank=raw.virtual_local_rank,
-        shutdown_timeout=_shutdown_timeout(raw, environ), log_dir=raw.log_dir,
+        local_addr=raw.local_addr,
+        event_log_handler=raw.event_log_handler,
+        signals_to_handle=raw.signals_to_handle,
+        virtual_local_rank=raw.virtual_local_rank,
+        shutdown_timeout=_shutdown_timeout(raw, environ),
+        log_dir=raw.log_dir,
         redirects=parse_std_spec("--redirects", raw.redirects),
         tee=parse_std_spec("--tee", raw.tee),
         local_ranks_filter=parse_ranks_filter(raw.local_ranks_filter),
         duplicate_stdout_filters=parse_filters(raw.duplicate_stdout_filters),
         duplicate_stderr_filters=parse_filters(raw.duplicate_stderr_filters),
-        node_rank=raw.node_rank, master_addr=master_addr, master_port=master_port,
+        node_rank=raw.node_rank,
+        master_addr=master_addr,
+        master_port=master_port,
         numa_binding=raw.numa_binding,
     )
 
@@ -143,8 +161,12 @@ def _check_log_dir(path: str | None) -> None:
         raise ConfigError(f"--log-dir={path}: exists and is not a folder")
 
 
-def build_launch(raw: RawArgs, environ: Mapping[str, str], devices: DeviceCounter,
-                 new_id: Callable[[], str] = lambda: str(uuid.uuid4())) -> Launch:
+def build_launch(
+    raw: RawArgs,
+    environ: Mapping[str, str],
+    devices: DeviceCounter,
+    new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+) -> Launch:
     """Turn parsed flags into a validated launch.
 
     Raises:

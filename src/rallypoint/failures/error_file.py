@@ -34,10 +34,12 @@ def exception_document(exc: BaseException, now: float | None = None) -> dict[str
     """The JSON document torch's ``@record`` writes for ``exc``."""
     stamp = int(time.time() if now is None else now)
     text = "".join(traceback.format_exception(exc))
-    return {"message": {
-        "message": f"{type(exc).__name__}: {exc}",
-        "extraInfo": {"py_callstack": text, "timestamp": str(stamp)},
-    }}
+    return {
+        "message": {
+            "message": f"{type(exc).__name__}: {exc}",
+            "extraInfo": {"py_callstack": text, "timestamp": str(stamp)},
+        }
+    }
 
 
 def write_error_file(path: str, document: dict[str, object]) -> None:

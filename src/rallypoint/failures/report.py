@@ -31,8 +31,15 @@ class WorkerFailure:
     traceback: str  # from the error file, else the tail of stderr
 
     @classmethod
-    def build(cls, place: tuple[int, int, int], status: ExitStatus, times: tuple[float, float],
-              error_file: str, content: ErrorFileContent | None, stderr_tail: str) -> WorkerFailure:
+    def build(
+        cls,
+        place: tuple[int, int, int],
+        status: ExitStatus,
+        times: tuple[float, float],
+        error_file: str,
+        content: ErrorFileContent | None,
+        stderr_tail: str,
+    ) -> WorkerFailure:
         """Combine what the agent saw with what the worker left behind.
 
         Args:
@@ -45,10 +52,26 @@ class WorkerFailure:
         """
         local_rank, global_rank, pid = place
         if content is not None:
-            return cls(local_rank, global_rank, pid, status, *times, error_file,
-                       content.message, content.traceback or content.message)
-        return cls(local_rank, global_rank, pid, status, *times, "",
-                   _message_from(status, pid, stderr_tail), stderr_tail)
+            return cls(
+                local_rank,
+                global_rank,
+                pid,
+                status,
+                *times,
+                error_file,
+                content.message,
+                content.traceback or content.message,
+            )
+        return cls(
+            local_rank,
+            global_rank,
+            pid,
+            status,
+            *times,
+            "",
+            _message_from(status, pid, stderr_tail),
+            stderr_tail,
+        )
 
 
 def _message_from(status: ExitStatus, pid: int, tail: str) -> str:
@@ -81,12 +104,14 @@ class FailureReport:
     oom_killed: frozenset[int] = field(default_factory=frozenset)
 
     @classmethod
-    def from_failures(cls, name: str, host: str, failures: list[WorkerFailure],
-                      stopped: list[WorkerFailure]) -> FailureReport:
+    def from_failures(
+        cls, name: str, host: str, failures: list[WorkerFailure], stopped: list[WorkerFailure]
+    ) -> FailureReport:
         """Order the failures in time; the first is the culprit."""
         ordered = tuple(sorted(failures, key=lambda f: f.exited_at))
-        return cls(name, host, ordered[0], ordered,
-                   tuple(sorted(stopped, key=lambda f: f.global_rank)))
+        return cls(
+            name, host, ordered[0], ordered, tuple(sorted(stopped, key=lambda f: f.global_rank))
+        )
 
     @property
     def headline(self) -> str:
@@ -95,16 +120,33 @@ class FailureReport:
         how = c.status.describe()
         if c.global_rank in self.oom_killed:
             how += " (killed by the kernel's OOM killer)"
-        return (f"rank {c.global_rank} (local {c.local_rank}) on {self.host} failed first: "
-                f"{how} after {c.runtime:.1f} s: {c.message}")
+        return (
+            f"rank {c.global_rank} (local {c.local_rank}) on {self.host} failed first: "
+            f"{how} after {c.runtime:.1f} s: {c.message}"
+        )
 
     def to_json(self) -> dict[str, object]:
         """The report as JSON-ready data."""
+
         def one(f: WorkerFailure) -> dict[str, object]:
-            return {"rank": f.global_rank, "local_rank": f.local_rank, "pid": f.pid,
-                    "exitcode": f.status.torch_exitcode, "exit": f.status.describe(),
-                    "exited_at": f.exited_at, "runtime": f.runtime,
-                    "error_file": f.error_file, "message": f.message, "traceback": f.traceback}
-        return {"headline": self.headline, "name": self.name, "host": self.host,
-                "culprit": one(self.culprit), "failures": [one(f) for f in self.failures],
-                "stopped": [one(f) for f in self.stopped]}
+            return {
+                "rank": f.global_rank,
+                "local_rank": f.local_rank,
+                "pid": f.pid,
+                "exitcode": f.status.torch_exitcode,
+                "exit": f.status.describe(),
+                "exited_at": f.exited_at,
+                "runtime": f.runtime,
+                "error_file": f.error_file,
+                "message": f.message,
+                "traceback": f.traceback,
+            }
+
+        return {
+            "headline": self.headline,
+            "name": self.name,
+            "host": self.host,
+            "culprit": one(self.culprit),
+            "failures": [one(f) for f in self.failures],
+            "stopped": [one(f) for f in self.stopped],
+        }

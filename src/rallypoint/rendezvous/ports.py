@@ -37,8 +37,10 @@ class PortReservation:
             sock.bind(("", port))
         except OSError as exc:
             sock.close()
-            raise LaunchError(f"MASTER_PORT {port} is already in use on this node "
-                              f"({exc.strerror}); choose another --master-port") from exc
+            raise LaunchError(
+                f"MASTER_PORT {port} is already in use on this node "
+                f"({exc.strerror}); choose another --master-port"
+            ) from exc
         return cls(sock)
 
     @property

@@ -27,9 +27,16 @@ class SingleNodeRendezvous:
         """The next round: this node alone."""
         nproc = self._config.nproc_per_node
         result = RendezvousResult(
-            round=self._round, group_rank=0, group_world_size=1, base_rank=0,
-            world_size=nproc, base_role_rank=0, role_world_size=nproc,
-            master_addr=self._addr, master_port=self._ports.port)
+            round=self._round,
+            group_rank=0,
+            group_world_size=1,
+            base_rank=0,
+            world_size=nproc,
+            base_role_rank=0,
+            role_world_size=nproc,
+            master_addr=self._addr,
+            master_port=self._ports.port,
+        )
         self._round += 1
         return result
 

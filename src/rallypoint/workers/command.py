@@ -22,8 +22,10 @@ def substitute_local_rank(args: tuple[str, ...], local_rank: int) -> tuple[str, 
 
 def substitute_local_rank_any(args: tuple[object, ...], local_rank: int) -> tuple[object, ...]:
     """The same for a callable's arguments: only the strings among them change."""
-    return tuple(string.Template(a).safe_substitute(local_rank=local_rank)
-                 if isinstance(a, str) else a for a in args)
+    return tuple(
+        string.Template(a).safe_substitute(local_rank=local_rank) if isinstance(a, str) else a
+        for a in args
+    )
 
 
 def python_executable(environ: Mapping[str, str]) -> str:
@@ -34,8 +36,9 @@ def python_executable(environ: Mapping[str, str]) -> str:
 FUNCTION_CHILD = "rallypoint.workers.function_child"
 
 
-def worker_argv(entrypoint: Entrypoint, local_rank: int, environ: Mapping[str, str],
-                payload: str | None = None) -> list[str]:
+def worker_argv(
+    entrypoint: Entrypoint, local_rank: int, environ: Mapping[str, str], payload: str | None = None
+) -> list[str]:
     """The argv of one worker.
 
     Function workers (``--run-path`` and API callables) run in a fresh

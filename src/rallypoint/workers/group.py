@@ -59,8 +59,9 @@ class WorkerGroup:
         for worker in self.workers:
             worker.signal_group(signum)
 
-    async def stop(self, signum: int, grace: float,
-                   cut_short: asyncio.Event | None = None) -> list[WorkerProcess]:
+    async def stop(
+        self, signum: int, grace: float, cut_short: asyncio.Event | None = None
+    ) -> list[WorkerProcess]:
         """Stop every worker and its children; return the workers that needed SIGKILL.
 
         Args:
@@ -72,9 +73,13 @@ class WorkerGroup:
         await self._wait_grace(grace, cut_short)
         stubborn = self.alive
         for worker in stubborn:
-            logger.warning("local rank %d (pid %d) did not stop within %.1f s of %s; "
-                           "sending SIGKILL", worker.request.local_rank, worker.pid, grace,
-                           describe_signal(signum))
+            logger.warning(
+                "local rank %d (pid %d) did not stop within %.1f s of %s; sending SIGKILL",
+                worker.request.local_rank,
+                worker.pid,
+                grace,
+                describe_signal(signum),
+            )
         self._signal_all(signal.SIGKILL)
         await self.wait_all_exited()
         for worker in self.workers:
@@ -83,11 +88,10 @@ class WorkerGroup:
         return stubborn
 
     async def _wait_grace(self, grace: float, cut_short: asyncio.Event | None) -> None:
-        waiters = [asyncio.ensure_future(self.wait_all_exited())]
+        waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(self.wait_all_exited())]
         if cut_short is not None:
             waiters.append(asyncio.ensure_future(cut_short.wait()))
-        _, pending = await asyncio.wait(waiters, timeout=grace,
-                                        return_when=asyncio.FIRST_COMPLETED)
+        _, pending = await asyncio.wait(waiters, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

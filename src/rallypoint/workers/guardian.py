@@ -13,6 +13,7 @@ included, and exits. It blocks in ``read``: no polling.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
@@ -41,7 +42,9 @@ class Guardian:
     def __init__(self) -> None:
         self._process = subprocess.Popen(
             [sys.executable, "-S", "-c", GUARDIAN_SOURCE],
-            stdin=subprocess.PIPE, start_new_session=True, close_fds=True,
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
         )
         assert self._process.stdin is not None
         self._pipe = self._process.stdin
@@ -63,10 +66,8 @@ class Guardian:
 
     def close(self) -> None:
         """Let the guardian exit (every group must be released first)."""
-        try:
+        with contextlib.suppress(BrokenPipeError):
             self._pipe.close()
-        except BrokenPipeError:
-            pass
         self._process.wait()
 
     @property

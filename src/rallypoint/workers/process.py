@@ -10,6 +10,7 @@ event loop calls back; nothing polls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -51,9 +52,13 @@ class WorkerProcess:
         """
         try:
             popen = subprocess.Popen(
-                list(request.argv), env=dict(request.env), stdin=subprocess.DEVNULL,
-                stdout=request.stdout, stderr=request.stderr,
-                start_new_session=True, close_fds=True,
+                list(request.argv),
+                env=dict(request.env),
+                stdin=subprocess.DEVNULL,
+                stdout=request.stdout,
+                stderr=request.stderr,
+                start_new_session=True,
+                close_fds=True,
             )
         except OSError as exc:
             raise LaunchError(f"cannot start {request.argv[0]!r}: {exc.strerror}") from exc
@@ -71,13 +76,12 @@ class WorkerProcess:
 
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to the worker's whole process group (gone groups are fine)."""
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
 
-    def watch_exit(self, loop: asyncio.AbstractEventLoop,
-                   on_exit: Callable[[WorkerProcess], None]) -> None:
+    def watch_exit(
+        self, loop: asyncio.AbstractEventLoop, on_exit: Callable[[WorkerProcess], None]
+    ) -> None:
         """Call ``on_exit(self)`` on the loop once the process has ended and been reaped."""
         pidfd = os.pidfd_open(self.pid)
 
