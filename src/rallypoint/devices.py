@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")
 
@@ -53,9 +54,19 @@ def _visible(physical: int, visible: str | None) -> int:
     return min(count, physical)
 
 
+class DeviceCounter(Protocol):
+    """Answers ``--nproc-per-node=cpu|gpu|auto``."""
+
+    def gpus(self) -> int:
+        """GPUs a worker would see."""
+
+    def cpus(self) -> int:
+        """CPUs usable by the launcher."""
+
+
 @dataclass(frozen=True, slots=True)
-class DeviceCounter:
-    """Answers ``cpu``/``gpu``/``auto``; the environment is passed in, never read."""
+class SystemDevices:
+    """This machine's devices; the environment is passed in, never read."""
 
     environ: Mapping[str, str]
 

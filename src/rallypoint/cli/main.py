@@ -21,13 +21,13 @@ from rallypoint.cli import output
 from rallypoint.cli.parser import parse_args
 from rallypoint.cli.settings import Launch, build_launch
 from rallypoint.config import LaunchConfig
-from rallypoint.devices import DeviceCounter
+from rallypoint.devices import SystemDevices
 from rallypoint.errors import ChildFailedError, ConfigError, LaunchError, SignalReceived, UsageError
 
 
 def _configure(argv: Sequence[str], environ: Mapping[str, str]) -> Launch:
     raw = parse_args(argv, environ)
-    launch = build_launch(raw, environ, DeviceCounter(environ))
+    launch = build_launch(raw, environ, SystemDevices(environ))
     if launch.config.max_nodes > 1:
         raise ConfigError(
             f"--nnodes={raw.nnodes}: multi-node rendezvous is not available yet "

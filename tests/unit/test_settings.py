@@ -1,0 +1,104 @@
+"""From flags to a launch: backend auto-selection, nproc, entrypoint, environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from rallypoint.cli.parser import parse_args
+from rallypoint.cli.settings import Launch, build_launch, resolve_nproc
+from rallypoint.config import EntrypointKind
+from rallypoint.devices import DeviceCounter
+from rallypoint.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FakeDevices:
+    gpu_count: int = 0
+    cpu_count: int = 2
+
+    def gpus(self) -> int:
+        return self.gpu_count
+
+    def cpus(self) -> int:
+        return self.cpu_count
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> str:
+    path = tmp_path / "train.py"
+    path.write_text("")
+    return str(path)
+
+
+def launch(args: list[str], env: dict[str, str] | None = None,
+           devices: DeviceCounter | None = None) -> Launch:
+    env = env or {}
+    return build_launch(parse_args(args, env), env, devices or FakeDevices(), lambda: "uuid")
+
+
+def test_plain_single_node_switches_to_c10d_with_a_fresh_id(script: str) -> None:
+    config = launch(["--rdzv-id=mine", script]).config
+    assert (config.rdzv_backend, config.rdzv_endpoint, config.run_id) == (
+        "c10d", "localhost:0", "uuid")
+
+
+def test_master_port_keeps_static(script: str) -> None:
+    config = launch(["--master-port=1234", "--rdzv-id=mine", script]).config
+    assert (config.rdzv_backend, config.run_id, config.master_port) == ("static", "mine", 1234)
+    assert config.rdzv_configs["rank"] == "0"
+    assert config.rdzv_configs["timeout"] == "900"
+
+
+def test_standalone_overrides_backend_endpoint_and_id(script: str) -> None:
+    config = launch(["--standalone", "--rdzv-backend=etcd", "--rdzv-endpoint=h:1", script]).config
+    assert (config.rdzv_backend, config.rdzv_endpoint, config.run_id) == (
+        "c10d", "localhost:0", "uuid")
+
+
+def test_static_endpoint_wins_over_master_flags(script: str) -> None:
+    config = launch(["--rdzv-backend=static", "--rdzv-endpoint=10.0.0.1:777",
+                     "--master-addr=x", script]).config
+    assert (config.master_addr, config.master_port) == ("10.0.0.1", 777)
+
+
+@pytest.mark.parametrize(("text", "gpus", "expected"), [
+    ("4", 0, 4), ("cpu", 0, 2), ("gpu", 3, 3), ("auto", 0, 2), ("auto", 8, 8)])
+def test_nproc(text: str, gpus: int, expected: int) -> None:
+    assert resolve_nproc(text, FakeDevices(gpu_count=gpus)) == expected
+
+
+def test_gpu_without_gpus_is_refused() -> None:
+    with pytest.raises(ConfigError, match="no GPU"):
+        resolve_nproc("gpu", FakeDevices(gpu_count=0))
+
+
+def test_omp_threads_set_only_when_unset_and_several_workers(script: str) -> None:
+    assert launch(["--nproc-per-node=2", script]).worker_base_env["OMP_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in launch([script]).worker_base_env
+    kept = launch(["--nproc-per-node=2", script], {"OMP_NUM_THREADS": "7"})
+    assert kept.worker_base_env["OMP_NUM_THREADS"] == "7" and not kept.omp_threads_defaulted
+
+
+def test_signals_reach_the_workers_environment(script: str) -> None:
+    env = launch(["--signals-to-handle=SIGUSR1", script]).worker_base_env
+    assert env["TORCHELASTIC_SIGNALS_TO_HANDLE"] == "SIGUSR1"
+
+
+@pytest.mark.parametrize(("flags", "kind"), [
+    ([], EntrypointKind.SCRIPT), (["-m"], EntrypointKind.MODULE),
+    (["--run-path"], EntrypointKind.RUN_PATH), (["--run-path", "--no-python"],
+                                                EntrypointKind.RUN_PATH)])
+def test_entrypoint_kind(script: str, flags: list[str], kind: EntrypointKind) -> None:
+    assert launch([*flags, script]).entrypoint.kind is kind
+
+
+def test_shutdown_timeout_from_env_and_flag(script: str) -> None:
+    assert launch([script]).config.shutdown_timeout == 30
+    env = {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "600"}
+    assert launch([script], env).config.shutdown_timeout == 600
+    assert launch(["--shutdown-timeout=5", script], env).config.shutdown_timeout == 5
+    with pytest.raises(ConfigError, match="--shutdown-timeout"):
+        launch(["--shutdown-timeout=-1", script])
