@@ -8,6 +8,7 @@ the autouse fixture fails the test if any are, and kills them either way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -56,10 +57,8 @@ def mark() -> Iterator[str]:
     yield value
     left = wait_until_gone(value, 5.0)
     for pid in left:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     assert not left, f"processes left behind: {left}"
 
 
@@ -70,14 +69,27 @@ def launcher_env(mark: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def rallypoint(args: list[str], env: dict[str, str], timeout: float = 120,
-               cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def rallypoint(
+    args: list[str], env: dict[str, str], timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m rallypoint ARGS`` to the end."""
-    return subprocess.run([sys.executable, "-m", "rallypoint", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "rallypoint", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def start_rallypoint(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     """Start ``python -m rallypoint ARGS`` in the background (pipes for its output)."""
-    return subprocess.Popen([sys.executable, "-m", "rallypoint", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "rallypoint", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -29,8 +29,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("args", "named"), CASES, ids=[" ".join(c[0][:-1]) or c[0][0]
-                                                        for c in CASES[:-1]] + ["no-script"])
+@pytest.mark.parametrize(
+    ("args", "named"),
+    CASES,
+    ids=[" ".join(c[0][:-1]) or c[0][0] for c in CASES[:-1]] + ["no-script"],
+)
 def test_bad_input_is_one_line_and_exit_2(mark: str, args: list[str], named: str) -> None:
     result = rallypoint(args, launcher_env(mark, CUDA_VISIBLE_DEVICES=""), timeout=30)
     assert result.returncode == 2, result.stderr

@@ -35,8 +35,12 @@ def test_failure_on_first_attempt_only_recovers(mark: str, tmp_path: Path) -> No
 def test_exhausted_restarts_give_exit_1_after_three_attempts(mark: str, tmp_path: Path) -> None:
     log = tmp_path / "attempts.log"
     env = launcher_env(mark, ALWAYS_FAIL="1")
-    args = ["--max-restarts=2", "--nproc-per-node=2", str(WORKERS / "fail_first_attempt.py"),
-            str(log)]
+    args = [
+        "--max-restarts=2",
+        "--nproc-per-node=2",
+        str(WORKERS / "fail_first_attempt.py"),
+        str(log),
+    ]
     result = rallypoint(args, env)
     assert result.returncode == 1
     # a rank may be stopped before it writes, once its sibling failed first
@@ -56,6 +60,7 @@ def test_traceback_without_record_reaches_the_summary(mark: str) -> None:
 
 
 def test_success_exits_0_and_leaves_nothing(mark: str) -> None:
-    result = rallypoint(["--nproc-per-node=3", str(WORKERS / "exit_code.py")],
-                        launcher_env(mark, FAIL_RANKS="none"))
+    result = rallypoint(
+        ["--nproc-per-node=3", str(WORKERS / "exit_code.py")], launcher_env(mark, FAIL_RANKS="none")
+    )
     assert result.returncode == 0, result.stderr

@@ -25,16 +25,20 @@ def _wait_for_pids(folder: Path, count: int, timeout: float = 30) -> list[int]:
     raise AssertionError(f"workers did not start: {list(folder.iterdir())}")
 
 
-def _start_sleepers(mark: str, folder: Path, extra: list[str] | None = None,
-                    ) -> subprocess.Popen[str]:
+def _start_sleepers(
+    mark: str,
+    folder: Path,
+    extra: list[str] | None = None,
+) -> subprocess.Popen[str]:
     env = launcher_env(mark, PID_DIR=str(folder))
     args = ["--nproc-per-node=2", *(extra or []), str(WORKERS / "sleeper.py")]
     return start_rallypoint(args, env)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_signal_while_workers_run_stops_everything(mark: str, tmp_path: Path,
-                                                   sig: signal.Signals) -> None:
+def test_signal_while_workers_run_stops_everything(
+    mark: str, tmp_path: Path, sig: signal.Signals
+) -> None:
     launcher = _start_sleepers(mark, tmp_path)
     pids = _wait_for_pids(tmp_path, 2)
     assert len(marked_pids(mark)) >= 5  # launcher, 2 workers, 2 sleep grandchildren
@@ -42,15 +46,21 @@ def test_signal_while_workers_run_stops_everything(mark: str, tmp_path: Path,
     _, err = launcher.communicate(timeout=60)
     assert launcher.returncode == 1, err
     assert f"received {sig.name}" in err
-    assert "site-packages/rallypoint" not in err and "src/rallypoint" not in err  # no launcher traceback
-    assert not [p for p in pids if Path(f"/proc/{p}").exists()
-                and "Z" not in Path(f"/proc/{p}/stat").read_text().split(")")[1][:3]]
+    assert "site-packages/rallypoint" not in err
+    assert "src/rallypoint" not in err
+    assert not [
+        p
+        for p in pids
+        if Path(f"/proc/{p}").exists()
+        and "Z" not in Path(f"/proc/{p}/stat").read_text().split(")")[1][:3]
+    ]
     assert wait_until_gone(mark, 2.0) == []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_during_startup_kills_the_launcher_by_that_signal(mark: str, tmp_path: Path,
-                                                                  sig: signal.Signals) -> None:
+def test_signal_during_startup_kills_the_launcher_by_that_signal(
+    mark: str, tmp_path: Path, sig: signal.Signals
+) -> None:
     launcher = _start_sleepers(mark, tmp_path)
     launcher.send_signal(sig)  # before any worker can have started
     launcher.communicate(timeout=60)
@@ -69,8 +79,7 @@ def test_worker_ignoring_sigterm_is_killed_after_the_grace(mark: str, tmp_path: 
     assert wait_until_gone(mark, 2.0) == []
 
 
-def test_sigkill_of_the_launcher_takes_workers_and_grandchildren(mark: str,
-                                                                 tmp_path: Path) -> None:
+def test_sigkill_of_the_launcher_takes_workers_and_grandchildren(mark: str, tmp_path: Path) -> None:
     launcher = _start_sleepers(mark, tmp_path)
     _wait_for_pids(tmp_path, 2)
     os.kill(launcher.pid, signal.SIGKILL)

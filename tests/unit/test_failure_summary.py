@@ -16,8 +16,7 @@ from rallypoint.workers.exit_status import ExitStatus
 
 
 def failure(rank: int, at: float, status: ExitStatus, tail: str = "") -> WorkerFailure:
-    return WorkerFailure.build((rank, rank, 100 + rank), status, (at, at - 1000.0), "", None,
-                               tail)
+    return WorkerFailure.build((rank, rank, 100 + rank), status, (at, at - 1000.0), "", None, tail)
 
 
 def test_culprit_is_the_first_in_time_and_stopped_ranks_are_apart() -> None:
@@ -26,20 +25,23 @@ def test_culprit_is_the_first_in_time_and_stopped_ranks_are_apart() -> None:
     stopped = failure(0, 1011.0, ExitStatus(signal=signal.SIGTERM))
     report = FailureReport.from_failures("train.py", "host-a", [late, first], [stopped])
     assert report.culprit is first
-    assert report.headline == ("rank 1 (local 1) on host-a failed first: exit 3 after 10.2 s: "
-                               "ValueError: bad shape")
+    assert report.headline == (
+        "rank 1 (local 1) on host-a failed first: exit 3 after 10.2 s: ValueError: bad shape"
+    )
     text = format_summary(report, "/x/failure.json")
     root = text.split("Root Cause (first observed failure):")[1]
     assert "rank      : 1 (local_rank: 1)" in root
     assert "exitcode  : 3 (pid: 101) " in root
-    assert "Stopped by rallypoint" in text and "rank 0 (local_rank: 0, pid 100)" in text
+    assert "Stopped by rallypoint" in text
+    assert "rank 0 (local_rank: 0, pid 100)" in text
     assert text.splitlines()[0] == f"rallypoint: {report.headline}"
     assert json.loads(json.dumps(report.to_json()))["culprit"]["rank"] == 1
 
 
 def test_signal_death_without_output_is_described() -> None:
     report = FailureReport.from_failures(
-        "x", "h", [failure(0, 5.0, ExitStatus(signal=signal.SIGSEGV))], [])
+        "x", "h", [failure(0, 5.0, ExitStatus(signal=signal.SIGSEGV))], []
+    )
     assert "signal SIGSEGV" in report.headline
     assert "Signal 11 (SIGSEGV) received by PID 100" in report.headline
     assert "exitcode  : -11 (pid: 100)  (SIGSEGV)" in format_summary(report, None)
@@ -53,8 +55,9 @@ def test_identical_tracebacks_are_shown_once() -> None:
     assert "ranks 1, 2, 3, 4, 5, 6, 7 failed with the same traceback" in text
 
 
-def test_record_writes_torchruns_error_file(tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_record_writes_torchruns_error_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "err" / "error.json"
 
     @record
@@ -83,7 +86,8 @@ def test_error_file_round_trip_and_junk(tmp_path: Path) -> None:
     path = tmp_path / "e.json"
     write_error_file(str(path), exception_document(ValueError("v"), now=12.9))
     content = read_error_file(str(path))
-    assert content is not None and (content.message, content.timestamp) == ("ValueError: v", 12)
+    assert content is not None
+    assert (content.message, content.timestamp) == ("ValueError: v", 12)
     path.write_text("not json")
     assert read_error_file(str(path)) is None
     assert read_error_file(str(tmp_path / "missing.json")) is None

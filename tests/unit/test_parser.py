@@ -12,11 +12,20 @@ from rallypoint.errors import UsageError
 def test_defaults_are_torchruns() -> None:
     raw = parse_args(["train.py"], {})
     assert (raw.nnodes, raw.nproc_per_node, raw.rdzv_backend, raw.rdzv_id) == (
-        "1:1", "1", "static", "none")
+        "1:1",
+        "1",
+        "static",
+        "none",
+    )
     assert (raw.max_restarts, raw.monitor_interval, raw.role, raw.master_port) == (
-        0, 0.1, "default", None)
+        0,
+        0.1,
+        "default",
+        None,
+    )
     assert raw.signals_to_handle == "SIGTERM,SIGINT,SIGHUP,SIGQUIT"
-    assert raw.standalone is False and raw.shutdown_timeout is None
+    assert raw.standalone is False
+    assert raw.shutdown_timeout is None
 
 
 def test_both_spellings_and_prefixes() -> None:
@@ -43,11 +52,14 @@ def test_pet_switch_zero_is_off() -> None:
     assert parse_args(["x.py"], {"PET_STANDALONE": "0"}).standalone is False
 
 
-@pytest.mark.parametrize(("env", "named"), [
-    ({"PET_MAX_RESTARTS": "x"}, "PET_MAX_RESTARTS"),
-    ({"PET_STANDALONE": "true"}, "PET_STANDALONE"),
-    ({"PET_MASTER_PORT": ""}, "PET_MASTER_PORT"),
-])
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PET_MAX_RESTARTS": "x"}, "PET_MAX_RESTARTS"),
+        ({"PET_STANDALONE": "true"}, "PET_STANDALONE"),
+        ({"PET_MASTER_PORT": ""}, "PET_MASTER_PORT"),
+    ],
+)
 def test_bad_pet_values_name_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(UsageError, match=named):
         parse_args(["x.py"], env)
@@ -55,7 +67,8 @@ def test_bad_pet_values_name_the_variable(env: dict[str, str], named: str) -> No
 
 def test_no_pet_for_logs_specs_and_numa() -> None:
     raw = parse_args(["x.py"], {"PET_LOGS_SPECS": "a", "PET_NUMA_BINDING": "node"})
-    assert raw.logs_specs is None and raw.numa_binding is None
+    assert raw.logs_specs is None
+    assert raw.numa_binding is None
 
 
 def test_ambiguous_prefix_is_refused() -> None:
@@ -78,4 +91,9 @@ def test_help_lists_every_spelling() -> None:
             assert name in text
     switches = [f for f in FLAGS if f.kind is FlagKind.SWITCH]
     assert {f.dest for f in switches} == {
-        "standalone", "module", "no_python", "run_path", "virtual_local_rank"}
+        "standalone",
+        "module",
+        "no_python",
+        "run_path",
+        "virtual_local_rank",
+    }

@@ -33,8 +33,9 @@ def script(tmp_path: Path) -> str:
     return str(path)
 
 
-def launch(args: list[str], env: dict[str, str] | None = None,
-           devices: DeviceCounter | None = None) -> Launch:
+def launch(
+    args: list[str], env: dict[str, str] | None = None, devices: DeviceCounter | None = None
+) -> Launch:
     env = env or {}
     return build_launch(parse_args(args, env), env, devices or FakeDevices(), lambda: "uuid")
 
@@ -42,7 +43,10 @@ def launch(args: list[str], env: dict[str, str] | None = None,
 def test_plain_single_node_switches_to_c10d_with_a_fresh_id(script: str) -> None:
     config = launch(["--rdzv-id=mine", script]).config
     assert (config.rdzv_backend, config.rdzv_endpoint, config.run_id) == (
-        "c10d", "localhost:0", "uuid")
+        "c10d",
+        "localhost:0",
+        "uuid",
+    )
 
 
 def test_master_port_keeps_static(script: str) -> None:
@@ -55,17 +59,23 @@ def test_master_port_keeps_static(script: str) -> None:
 def test_standalone_overrides_backend_endpoint_and_id(script: str) -> None:
     config = launch(["--standalone", "--rdzv-backend=etcd", "--rdzv-endpoint=h:1", script]).config
     assert (config.rdzv_backend, config.rdzv_endpoint, config.run_id) == (
-        "c10d", "localhost:0", "uuid")
+        "c10d",
+        "localhost:0",
+        "uuid",
+    )
 
 
 def test_static_endpoint_wins_over_master_flags(script: str) -> None:
-    config = launch(["--rdzv-backend=static", "--rdzv-endpoint=10.0.0.1:777",
-                     "--master-addr=x", script]).config
+    config = launch(
+        ["--rdzv-backend=static", "--rdzv-endpoint=10.0.0.1:777", "--master-addr=x", script]
+    ).config
     assert (config.master_addr, config.master_port) == ("10.0.0.1", 777)
 
 
-@pytest.mark.parametrize(("text", "gpus", "expected"), [
-    ("4", 0, 4), ("cpu", 0, 2), ("gpu", 3, 3), ("auto", 0, 2), ("auto", 8, 8)])
+@pytest.mark.parametrize(
+    ("text", "gpus", "expected"),
+    [("4", 0, 4), ("cpu", 0, 2), ("gpu", 3, 3), ("auto", 0, 2), ("auto", 8, 8)],
+)
 def test_nproc(text: str, gpus: int, expected: int) -> None:
     assert resolve_nproc(text, FakeDevices(gpu_count=gpus)) == expected
 
@@ -79,7 +89,8 @@ def test_omp_threads_set_only_when_unset_and_several_workers(script: str) -> Non
     assert launch(["--nproc-per-node=2", script]).worker_base_env["OMP_NUM_THREADS"] == "1"
     assert "OMP_NUM_THREADS" not in launch([script]).worker_base_env
     kept = launch(["--nproc-per-node=2", script], {"OMP_NUM_THREADS": "7"})
-    assert kept.worker_base_env["OMP_NUM_THREADS"] == "7" and not kept.omp_threads_defaulted
+    assert kept.worker_base_env["OMP_NUM_THREADS"] == "7"
+    assert not kept.omp_threads_defaulted
 
 
 def test_signals_reach_the_workers_environment(script: str) -> None:
@@ -87,10 +98,15 @@ def test_signals_reach_the_workers_environment(script: str) -> None:
     assert env["TORCHELASTIC_SIGNALS_TO_HANDLE"] == "SIGUSR1"
 
 
-@pytest.mark.parametrize(("flags", "kind"), [
-    ([], EntrypointKind.SCRIPT), (["-m"], EntrypointKind.MODULE),
-    (["--run-path"], EntrypointKind.RUN_PATH), (["--run-path", "--no-python"],
-                                                EntrypointKind.RUN_PATH)])
+@pytest.mark.parametrize(
+    ("flags", "kind"),
+    [
+        ([], EntrypointKind.SCRIPT),
+        (["-m"], EntrypointKind.MODULE),
+        (["--run-path"], EntrypointKind.RUN_PATH),
+        (["--run-path", "--no-python"], EntrypointKind.RUN_PATH),
+    ],
+)
 def test_entrypoint_kind(script: str, flags: list[str], kind: EntrypointKind) -> None:
     assert launch([*flags, script]).entrypoint.kind is kind
 

@@ -42,7 +42,10 @@ def test_std_spec_all_and_per_rank() -> None:
     assert parse_std_spec("-r", "3") == StdSpec(default=StdMask.ALL)
     spec = parse_std_spec("-t", "0:1,1:2")
     assert (spec.for_rank(0), spec.for_rank(1), spec.for_rank(2)) == (
-        StdMask.OUT, StdMask.ERR, StdMask.NONE)
+        StdMask.OUT,
+        StdMask.ERR,
+        StdMask.NONE,
+    )
 
 
 @pytest.mark.parametrize("text", ["0:1,", "11", "0:1,1", "1,0:1", "4", "0:1,0:2"])
@@ -63,10 +66,16 @@ def test_filters_double_comma_is_a_literal_comma() -> None:
     assert parse_filters("") == ()
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("host:1234", ("host", 1234)), ("host", ("host", 29400)), (":5", ("localhost", 5)),
-    ("[::1]:7", ("::1", 7)), ("", ("localhost", 29400)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("host:1234", ("host", 1234)),
+        ("host", ("host", 29400)),
+        (":5", ("localhost", 5)),
+        ("[::1]:7", ("::1", 7)),
+        ("", ("localhost", 29400)),
+    ],
+)
 def test_endpoint(text: str, expected: tuple[str, int]) -> None:
     assert parse_endpoint(text, 29400) == expected
 

@@ -8,14 +8,29 @@ from rallypoint.agent.worker_env import WorkerPlace, worker_env
 from rallypoint.config import LaunchConfig
 from rallypoint.rendezvous.result import RendezvousResult
 
-RDZV = RendezvousResult(round=0, group_rank=1, group_world_size=3, base_rank=4, world_size=9,
-                        base_role_rank=2, role_world_size=6, master_addr="node0",
-                        master_port=4242)
+RDZV = RendezvousResult(
+    round=0,
+    group_rank=1,
+    group_world_size=3,
+    base_rank=4,
+    world_size=9,
+    base_role_rank=2,
+    role_world_size=6,
+    master_addr="node0",
+    master_port=4242,
+)
 
 
 def env_of(local_rank: int, base: dict[str, str] | None = None, **config: object) -> dict[str, str]:
-    cfg = LaunchConfig(min_nodes=1, max_nodes=3, nproc_per_node=3, run_id="job", role="trainer",
-                       max_restarts=2, **config)  # type: ignore[arg-type]
+    cfg = LaunchConfig(
+        min_nodes=1,
+        max_nodes=3,
+        nproc_per_node=3,
+        run_id="job",
+        role="trainer",
+        max_restarts=2,
+        **config,
+    )  # type: ignore[arg-type]
     place = WorkerPlace(local_rank, 1, f"/logs/attempt_1/{local_rank}/error.json")
     return worker_env(cfg, RDZV, place, base or {"PATH": "/bin"})
 
@@ -23,12 +38,23 @@ def env_of(local_rank: int, base: dict[str, str] | None = None, **config: object
 def test_every_variable_of_the_contract() -> None:
     env = env_of(2)
     assert env == {
-        "PATH": "/bin", "LOCAL_RANK": "2", "RANK": "6", "GROUP_RANK": "1", "ROLE_RANK": "4",
-        "ROLE_NAME": "trainer", "LOCAL_WORLD_SIZE": "3", "WORLD_SIZE": "9",
-        "GROUP_WORLD_SIZE": "3", "ROLE_WORLD_SIZE": "6", "MASTER_ADDR": "node0",
-        "MASTER_PORT": "4242", "TORCHELASTIC_RESTART_COUNT": "1",
-        "TORCHELASTIC_MAX_RESTARTS": "2", "TORCHELASTIC_RUN_ID": "job",
-        "TORCHELASTIC_USE_AGENT_STORE": "False", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+        "PATH": "/bin",
+        "LOCAL_RANK": "2",
+        "RANK": "6",
+        "GROUP_RANK": "1",
+        "ROLE_RANK": "4",
+        "ROLE_NAME": "trainer",
+        "LOCAL_WORLD_SIZE": "3",
+        "WORLD_SIZE": "9",
+        "GROUP_WORLD_SIZE": "3",
+        "ROLE_WORLD_SIZE": "6",
+        "MASTER_ADDR": "node0",
+        "MASTER_PORT": "4242",
+        "TORCHELASTIC_RESTART_COUNT": "1",
+        "TORCHELASTIC_MAX_RESTARTS": "2",
+        "TORCHELASTIC_RUN_ID": "job",
+        "TORCHELASTIC_USE_AGENT_STORE": "False",
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
         "TORCHELASTIC_ERROR_FILE": "/logs/attempt_1/2/error.json",
     }
 
@@ -37,7 +63,10 @@ def test_launcher_values_are_inherited_and_ours_win() -> None:
     base = {"MASTER_ADDR": "user", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "0", "X": "y"}
     env = env_of(0, base)
     assert (env["MASTER_ADDR"], env["TORCH_NCCL_ASYNC_ERROR_HANDLING"], env["X"]) == (
-        "node0", "0", "y")
+        "node0",
+        "0",
+        "y",
+    )
 
 
 def test_virtual_local_rank() -> None:
