@@ -4,8 +4,8 @@ Design note: torchrun declares each flag in an ``add_argument`` call, its
 ``PET_*`` fallback through a custom argparse action, and its help inline. Here a
 single table of :class:`Flag` rows feeds all three: the parser
 (:mod:`rallypoint.cli.parser`), the environment fallback and ``--help``. The
-table order is torchrun's, so ``--help`` reads the same; ``group`` puts related
-flags under one heading.
+table order is torchrun's and every flag sits in the one ``options`` group, so
+``--help`` lists them as torchrun does.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ class Flag:
     names: tuple[str, ...]
     dest: str
     help: str
-    group: str
     kind: FlagKind = FlagKind.VALUE
     default: object = None
     convert: Callable[[str], object] = str
@@ -53,17 +52,9 @@ def _dest(dashed: str) -> str:
     return dashed[2:].replace("-", "_")
 
 
-def _flag(dashed: str, help: str, group: str, **kw: object) -> Flag:
-    return Flag(names=_spellings(dashed), dest=_dest(dashed), help=help, group=group, **kw)  # type: ignore[arg-type]
+def _flag(dashed: str, help: str, **kw: object) -> Flag:
+    return Flag(names=_spellings(dashed), dest=_dest(dashed), help=help, **kw)  # type: ignore[arg-type]
 
-
-WORKERS = "workers"
-RENDEZVOUS = "rendezvous"
-SUPERVISION = "supervision and restarts"
-ENTRYPOINT = "what each worker runs"
-LOGS = "logs"
-STATIC = "static rendezvous (torchrun's legacy master flags)"
-GROUP_ORDER = (WORKERS, RENDEZVOUS, SUPERVISION, ENTRYPOINT, LOGS, STATIC)
 
 DEFAULT_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT"
 
@@ -72,68 +63,54 @@ FLAGS: tuple[Flag, ...] = (
         ("--nnodes",),
         "nnodes",
         "Number of nodes, N or MIN:MAX for an elastic job.",
-        WORKERS,
         default="1:1",
     ),
-    _flag(
-        "--nproc-per-node", "Workers per node: an integer, cpu, gpu or auto.", WORKERS, default="1"
-    ),
+    _flag("--nproc-per-node", "Workers per node: an integer, cpu, gpu or auto.", default="1"),
     _flag(
         "--rdzv-backend",
         "Rendezvous backend: static, c10d, etcd or etcd-v2.",
-        RENDEZVOUS,
         default="static",
     ),
-    _flag("--rdzv-endpoint", "Rendezvous endpoint, host[:port].", RENDEZVOUS, default=""),
-    _flag("--rdzv-id", "Job id shared by every node of the job.", RENDEZVOUS, default="none"),
-    _flag(
-        "--rdzv-conf", "Extra rendezvous settings, key1=value1,key2=value2.", RENDEZVOUS, default=""
-    ),
+    _flag("--rdzv-endpoint", "Rendezvous endpoint, host[:port].", default=""),
+    _flag("--rdzv-id", "Job id shared by every node of the job.", default="none"),
+    _flag("--rdzv-conf", "Extra rendezvous settings, key1=value1,key2=value2.", default=""),
     _flag(
         "--standalone",
         "Single node with an embedded store on a free port; "
         "--rdzv-backend, --rdzv-endpoint and --rdzv-id are then chosen for you.",
-        RENDEZVOUS,
         kind=FlagKind.SWITCH,
         default=False,
     ),
     _flag(
         "--max-restarts",
         "Restarts of the worker group allowed after a failure.",
-        SUPERVISION,
         default=0,
         convert=int,
     ),
     _flag(
         "--monitor-interval",
         "Kept for compatibility: rallypoint learns of exits as events and never polls.",
-        SUPERVISION,
         default=0.1,
         convert=float,
     ),
     _flag(
         "--start-method",
         "How function entrypoints start (scripts always spawn).",
-        ENTRYPOINT,
         default="spawn",
         choices=("spawn", "fork", "forkserver"),
     ),
-    _flag(
-        "--event-log-handler", "Where lifecycle events go: null or console.", LOGS, default="null"
-    ),
-    Flag(("--role",), "role", "Role name of this node's workers.", WORKERS, default="default"),
+    _flag("--event-log-handler", "Where lifecycle events go: null or console.", default="null"),
+    Flag(("--role",), "role", "Role name of this node's workers.", default="default"),
     Flag(
         ("-m", "--module"),
         "module",
         "Run the script as a module, like python -m.",
-        ENTRYPOINT,
         kind=FlagKind.SWITCH,
         default=False,
     ),
     _flag(
         "--no-python",
         "Execute the script directly instead of with python.",
-        ENTRYPOINT,
         kind=FlagKind.SWITCH,
         default=False,
     ),
@@ -141,83 +118,68 @@ FLAGS: tuple[Flag, ...] = (
         "--run-path",
         "Run the script with runpy.run_path in a spawned interpreter; "
         "wins over --no-python and -m.",
-        ENTRYPOINT,
         kind=FlagKind.SWITCH,
         default=False,
     ),
-    _flag("--log-dir", "Base folder of the per-run log folders.", LOGS),
+    _flag("--log-dir", "Base folder of the per-run log folders."),
     Flag(
         ("-r", "--redirects"),
         "redirects",
         "Send worker streams to files: 0 none, 1 stdout, "
         "2 stderr, 3 both; or per rank, e.g. 0:1,1:2.",
-        LOGS,
         default="0",
     ),
     Flag(
         ("-t", "--tee"),
         "tee",
         "Like --redirects, and also print with a rank prefix.",
-        LOGS,
         default="0",
     ),
-    _flag("--local-ranks-filter", "Local ranks shown on the console, e.g. 0,1.", LOGS, default=""),
+    _flag("--local-ranks-filter", "Local ranks shown on the console, e.g. 0,1.", default=""),
     _flag(
         "--duplicate-stdout-filters",
         "Copy tee'd stdout lines containing any of these "
         "comma-separated strings (,, for a comma) to filtered_stdout.log.",
-        LOGS,
         default="",
     ),
     _flag(
         "--duplicate-stderr-filters",
         "The same for stderr, into filtered_stderr.log.",
-        LOGS,
         default="",
     ),
-    _flag(
-        "--node-rank", "This node's rank (static rendezvous only).", STATIC, default=0, convert=int
-    ),
+    _flag("--node-rank", "This node's rank (static rendezvous only).", default=0, convert=int),
     _flag(
         "--master-addr",
         "Address of node rank 0 (static only), passed verbatim.",
-        STATIC,
         default="127.0.0.1",
     ),
-    _flag(
-        "--master-port", "Port on node rank 0 (static only); 29500 if unset.", STATIC, convert=int
-    ),
-    _flag("--local-addr", "This node's address as other nodes reach it.", RENDEZVOUS),
+    _flag("--master-port", "Port on node rank 0 (static only); 29500 if unset.", convert=int),
+    _flag("--local-addr", "This node's address as other nodes reach it."),
     _flag(
         "--logs-specs",
         "Accepted for compatibility; only the default log layout exists.",
-        LOGS,
         pet=False,
     ),
     _flag(
         "--numa-binding",
         "Bind workers to CPUs near their GPU (needs numactl).",
-        WORKERS,
         choices=("node", "socket", "exclusive", "core-complex"),
         pet=False,
     ),
     _flag(
         "--signals-to-handle",
         "Signals forwarded to the workers' process groups.",
-        SUPERVISION,
         default=DEFAULT_SIGNALS,
     ),
     _flag(
         "--shutdown-timeout",
         "Seconds between the stop signal and SIGKILL; default "
         "TORCH_ELASTIC_SHUTDOWN_TIMEOUT or 30.",
-        SUPERVISION,
         convert=int,
     ),
     _flag(
         "--virtual-local-rank",
         "Give every worker LOCAL_RANK=0 and its own GPU as device 0.",
-        WORKERS,
         kind=FlagKind.SWITCH,
         default=False,
     ),

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import NoReturn
 
-from rallypoint.cli.flags import FLAGS, GROUP_ORDER, Flag, FlagKind
+from rallypoint.cli.flags import FLAGS, Flag, FlagKind
 from rallypoint.errors import UsageError
 
 PROG = "rallypoint"
@@ -88,7 +88,7 @@ def _value_default(flag: Flag, environ: Mapping[str, str]) -> object:
         ) from None
 
 
-def _add_flag(group: argparse._ArgumentGroup, flag: Flag, environ: Mapping[str, str]) -> None:
+def _add_flag(group: argparse.ArgumentParser, flag: Flag, environ: Mapping[str, str]) -> None:
     if flag.kind is FlagKind.SWITCH:
         group.add_argument(
             *flag.names,
@@ -113,9 +113,8 @@ def _add_flag(group: argparse._ArgumentGroup, flag: Flag, environ: Mapping[str, 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """Build the argparse parser, with ``PET_*`` values from ``environ`` as defaults."""
     parser = _Parser(prog=PROG, description="Launch distributed PyTorch workers, like torchrun.")
-    groups = {name: parser.add_argument_group(name) for name in GROUP_ORDER}
     for flag in FLAGS:
-        _add_flag(groups[flag.group], flag, environ)
+        _add_flag(parser, flag, environ)
     parser.add_argument(
         "training_script",
         help="The script (or module, or program) each worker runs, followed by its own arguments.",
