@@ -260,9 +260,9 @@ def test_lease_ttl_expiry_deletes_keys(contract: Contract) -> None:
 def test_kept_alive_lease_outlives_its_ttl(contract: Contract) -> None:
     async def scenario(h: Harness) -> None:
         s = await h.connect()
-        async with s.lease(0.3, keepalive_interval=0.05) as lease:
+        async with s.lease(0.4, keepalive_interval=0.05) as lease:
             await s.put("k", "v", lease=lease)
-            await asyncio.sleep(0.6)  # two TTLs pass; the keep-alives must hold the key
+            await asyncio.sleep(0.9)  # two TTLs pass; the keep-alives must hold the key
             assert await s.get("k") is not None
         assert await s.get("k") is None  # revoked on leaving the block
 

@@ -20,20 +20,20 @@ from rallypoint.store._errors import (
 )
 from rallypoint.store.api import CasResult, KeyValueStore, RangeResult, WatchStream
 from rallypoint.store.client import StoreClient, Watch
-from rallypoint.store.clock import Clock, SystemClock
+from rallypoint.store.clock import MonotonicClock
 from rallypoint.store.messages import EventKind, KeyValue, WatchEvent
 from rallypoint.store.secret import secret_from_env, secret_from_file
 from rallypoint.store.server import StoreServer
 
 __all__ = [
     "CasResult",
-    "Clock",
     "ErrorCode",
     "EventKind",
     "FrameTooLargeError",
     "KeyValue",
     "KeyValueStore",
     "LeaseNotFoundError",
+    "MonotonicClock",
     "RangeResult",
     "RevisionCompactedError",
     "StoreAuthError",
@@ -45,7 +45,6 @@ __all__ = [
     "StoreSecretError",
     "StoreServer",
     "StoreTimeoutError",
-    "SystemClock",
     "Watch",
     "WatchEvent",
     "WatchStream",

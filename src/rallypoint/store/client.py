@@ -34,6 +34,7 @@ from rallypoint.store._errors import (
     StoreTimeoutError,
     request_error,
 )
+from rallypoint.store._watch import Watch, WatchItem
 from rallypoint.store.api import CasResult, RangeResult
 from rallypoint.store.secret import make_proof
 from rallypoint.store.wire import (
@@ -77,43 +78,6 @@ _READ_SIZE = 64 * 1024
 _R = TypeVar("_R")
 
 
-class Watch:
-    """The events of one watch, in order; iterate with ``async for``.
-
-    Iteration raises ``StoreConnectionError`` (or the error that ended the connection)
-    when the connection is lost, and stops after ``cancel``.
-    """
-
-    def __init__(self, client: StoreClient, watch_id: int, queue: asyncio.Queue[_Item]) -> None:
-        self._client = client
-        self._id = watch_id
-        self._queue = queue
-
-    @property
-    def id(self) -> int:
-        """The watch id the store assigned."""
-        return self._id
-
-    def __aiter__(self) -> Watch:
-        return self
-
-    async def __anext__(self) -> WatchEvent:
-        item = await self._queue.get()
-        if isinstance(item, WatchEvent):
-            return item
-        self._queue.put_nowait(item)  # keep the end visible to later calls
-        if item is None:
-            raise StopAsyncIteration
-        raise item
-
-    async def cancel(self) -> None:
-        """Stop the watch on the server; iteration ends after queued events."""
-        await self._client.unwatch(self._id)
-
-
-_Item = WatchEvent | StoreError | None
-
-
 class StoreClient:
     """A connection to a store server; create it with ``await StoreClient.connect(...)``."""
 
@@ -132,8 +96,8 @@ class StoreClient:
         self._ready: deque[Message] = deque()
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Message]] = {}
-        self._new_watches: dict[int, asyncio.Queue[_Item]] = {}
-        self._watches: dict[int, asyncio.Queue[_Item]] = {}
+        self._new_watches: dict[int, asyncio.Queue[WatchItem]] = {}
+        self._watches: dict[int, asyncio.Queue[WatchItem]] = {}
         self._failure: StoreError | None = None
         self._reader_task: asyncio.Task[None] | None = None
 
@@ -246,7 +210,7 @@ class StoreClient:
         Raises:
             RevisionCompactedError: the store no longer keeps changes that old.
         """
-        queue: asyncio.Queue[_Item] = asyncio.Queue()
+        queue: asyncio.Queue[WatchItem] = asyncio.Queue()
         rid = next(self._ids)
         self._new_watches[rid] = queue
         try:
@@ -255,7 +219,7 @@ class StoreClient:
             )
         finally:
             self._new_watches.pop(rid, None)
-        return Watch(self, reply.watch_id, queue)
+        return Watch(reply.watch_id, queue, self.unwatch)
 
     async def unwatch(self, watch_id: int) -> None:
         """Stop a watch; its iterator ends."""

@@ -15,10 +15,11 @@ connection that sent it; the others never notice. A connection whose socket clos
 watches removed and its leases ended, which deletes its keys and pushes those deletions to
 every watcher at once: a dead agent's records vanish without waiting for a TTL.
 
-Lease time comes from the injected ``Clock``. Exactly one loop timer is armed, for the
-earliest lease deadline, and it is re-armed whenever that deadline changes (grant,
-keep-alive, revoke, expiry); there is no periodic polling. Before each request the state is
-also expired up to "now", so a timer that fires late can never keep a lease alive.
+Lease time comes from the injected clock (anything with ``monotonic()``). Exactly one
+loop timer is armed, for the earliest lease deadline, and it is re-armed whenever that
+deadline changes (grant, keep-alive, revoke, expiry); there is no periodic polling. Before
+each request the state is also expired up to "now", so a timer that fires late can never
+keep a lease alive.
 
 Pushed watch events are written without waiting; a watcher whose unread output grows past
 ``max_write_buffer`` is disconnected rather than allowed to exhaust the server's memory.
@@ -32,6 +33,7 @@ import logging
 import secrets
 from collections import deque
 
+from rallypoint.clock import SystemClock
 from rallypoint.store import _handlers as handlers
 from rallypoint.store._errors import (
     ErrorCode,
@@ -39,7 +41,7 @@ from rallypoint.store._errors import (
     StoreProtocolError,
     StoreRequestError,
 )
-from rallypoint.store.clock import Clock, SystemClock
+from rallypoint.store.clock import MonotonicClock
 from rallypoint.store.secret import check_proof
 from rallypoint.store.state import DEFAULT_HISTORY_LIMIT, StoreState
 from rallypoint.store.wire import (
@@ -99,7 +101,7 @@ class StoreServer:
         port: the port, or 0 for any free one (read it back from ``port``).
         run_id: the job's run id; clients with another one are refused.
         secret: the shared secret clients must prove, or None for an open store.
-        clock: the source of lease time (``SystemClock`` by default).
+        clock: the source of lease time (``rallypoint.clock.SystemClock`` by default).
         max_frame: the largest frame accepted or sent, in bytes.
         handshake_timeout: seconds a new connection may take to send a valid ``Hello``.
         history_limit: how many past changes to keep for watch replay.
@@ -112,7 +114,7 @@ class StoreServer:
         port: int,
         run_id: str,
         secret: bytes | None,
-        clock: Clock | None = None,
+        clock: MonotonicClock | None = None,
         *,
         max_frame: int = DEFAULT_MAX_FRAME,
         handshake_timeout: float = 10.0,
@@ -123,7 +125,7 @@ class StoreServer:
         self._port = port
         self._run_id = run_id
         self._secret = secret
-        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._clock: MonotonicClock = clock if clock is not None else SystemClock()
         self._max_frame = max_frame
         self._handshake_timeout = handshake_timeout
         self._max_write_buffer = max_write_buffer

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rallypoint.store import (
@@ -94,6 +94,7 @@ def test_range_by_prefix_sorted() -> None:
     assert len(s.range("")[0]) == 4
 
 
+@settings(deadline=None, max_examples=100)
 @given(st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), max_size=30))
 def test_revisions_strictly_increase(ops: list[tuple[str, bool]]) -> None:
     s = StoreState()

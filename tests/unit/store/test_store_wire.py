@@ -6,7 +6,7 @@ import json
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rallypoint.store import wire
@@ -202,6 +202,7 @@ messages = st.one_of(
 )
 
 
+@settings(deadline=None, max_examples=100)
 @given(st.lists(messages, max_size=5), st.integers(min_value=1, max_value=50))
 def test_round_trip_any_split(msgs: list[wire.Message], chunk: int) -> None:
     stream = b"".join(encode(m) for m in msgs)
