@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,61 @@ def test_restart_keeps_earlier_attempt_logs(mark: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (attempt_files(logs, 0) / "0" / "stderr.log").exists()
     assert (attempt_files(logs, 1) / "0" / "stderr.log").exists()
+
+
+def test_event_log_records_each_restart(mark: str, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    env = launcher_env(mark, ALWAYS_FAIL="1")
+    args = [
+        "--max-restarts=2",
+        f"--log-dir={logs}",
+        "--event-log-handler=console",
+        str(WORKERS / "fail_first_attempt.py"),
+        str(tmp_path / "count.log"),
+    ]
+    result = rallypoint(args, env)
+    assert result.returncode == 1
+    (run,) = logs.iterdir()
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("worker_started") == 3
+    assert kinds.count("worker_exited") == 3
+    assert [e["restart"] for e in events if e["kind"] == "group_restarting"] == [1, 2]
+    assert kinds[0] == "run_started"
+    assert kinds[-1] == "run_failed"
+    assert all(e["run_id"] == events[0]["run_id"] for e in events)
+    assert result.stderr.count("[rallypoint event] ") == len(events)
+    report = json.loads((run / "failure.json").read_text())
+    assert report["culprit"]["rank"] == 0
+    assert f"failure report written to {run / 'failure.json'}" in result.stderr
+
+
+def test_duplicate_filters_copy_matching_teed_lines(mark: str, tmp_path: Path) -> None:
+    args = [
+        "--nproc-per-node=2",
+        f"--log-dir={tmp_path}",
+        "-t",
+        "3",
+        "--duplicate-stdout-filters=out 1,,x,out 0 1",
+        "--duplicate-stderr-filters=err 0",
+        CHATTY,
+    ]
+    result = rallypoint(args, launcher_env(mark))
+    assert result.returncode == 0, result.stderr
+    folder = attempt_files(tmp_path)
+    assert sorted((folder / "filtered_stdout.log").read_text().splitlines()) == ["out 0 1"]
+    assert sorted((folder / "filtered_stderr.log").read_text().splitlines()) == [
+        "err 0 0",
+        "err 0 1",
+    ]
+
+
+def test_launcher_error_file_gets_the_root_cause(mark: str, tmp_path: Path) -> None:
+    own = tmp_path / "launcher_error.json"
+    env = launcher_env(mark, TORCHELASTIC_ERROR_FILE=str(own))
+    result = rallypoint([str(WORKERS / "raise_error.py")], env)
+    assert result.returncode == 1
+    message = json.loads(own.read_text())["message"]
+    assert message["message"] == "ValueError: bad shape (3, 4)"
+    assert message["errorCode"] == 1
+    assert "about to fail" in message["extraInfo"]["py_callstack"]

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import pickle  # the callable handoff to our own local child; see function_child
+import signal
 import string
 import sys
 import tempfile
@@ -24,10 +25,20 @@ from rallypoint.agent.job import AgentEvent, Job, WorkerExited
 from rallypoint.agent.worker_env import WorkerPlace, worker_env
 from rallypoint.clock import Clock
 from rallypoint.config import EntrypointKind, StdMask
+from rallypoint.events.log import Event, EventKind, EventLog
 from rallypoint.failures.error_file import read_error_file
+from rallypoint.failures.oom import killed_by_oom, oom_kill_count
 from rallypoint.failures.report import WorkerFailure
 from rallypoint.logs.layout import RunLayout, WorkerFiles
-from rallypoint.logs.pump import ConsoleSink, FileSink, LineSink, PipePump, TailSink, pump_pipe
+from rallypoint.logs.pump import (
+    ConsoleSink,
+    FileSink,
+    FilteredFileSink,
+    LineSink,
+    PipePump,
+    TailSink,
+    pump_pipe,
+)
 from rallypoint.rendezvous.result import RendezvousResult
 from rallypoint.workers.command import substitute_local_rank_any, worker_argv
 from rallypoint.workers.group import WorkerGroup
@@ -38,6 +49,16 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "[${role_name}${local_rank}]:"
 DRAIN_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptDeps:
+    """What every attempt of a run shares."""
+
+    guardian: Guardian
+    queue: asyncio.Queue[AgentEvent]
+    clock: Clock
+    events: EventLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +82,13 @@ class Attempt:
         number: int,
         restart_count: int,
         layout: RunLayout,
-        deps: tuple[Guardian, asyncio.Queue[AgentEvent], Clock],
+        deps: AttemptDeps,
     ) -> None:
         self.job, self.rdzv, self.number, self.restart_count = job, rdzv, number, restart_count
-        guardian, self._queue, self._clock = deps
-        self.group = WorkerGroup(guardian, self._exited)
+        self._deps = deps
+        self._clock = deps.clock
+        self.group = WorkerGroup(deps.guardian, self._exited)
+        self.oom_count_at_start = oom_kill_count()
         self.dir = layout.attempt_dir(restart_count)
         self.slots: dict[int, Slot] = {}
         self._pumps: list[PipePump] = []
@@ -73,7 +96,25 @@ class Attempt:
 
     def _exited(self, worker: WorkerProcess) -> None:
         event = WorkerExited(self.number, worker, self._clock.monotonic(), self._clock.wall())
-        self._queue.put_nowait(event)
+        self._deps.queue.put_nowait(event)
+        status = worker.status.describe() if worker.status else "unknown"
+        self._emit(EventKind.WORKER_EXITED, event.at_wall, worker, exit=status)
+
+    def _emit(self, kind: EventKind, at: float, worker: WorkerProcess, **extra: object) -> None:
+        slot = self.slots[worker.request.local_rank]
+        self._deps.events.emit(
+            Event(
+                kind,
+                at,
+                {
+                    "attempt": self.number,
+                    "rank": slot.global_rank,
+                    "local_rank": slot.local_rank,
+                    "pid": worker.pid,
+                    **extra,
+                },
+            )
+        )
 
     async def start(self) -> None:
         """Spawn every local worker with its environment and streams."""
@@ -86,6 +127,13 @@ class Attempt:
                 for fd in (request.stdout, request.stderr):
                     if fd is not None:
                         os.close(fd)
+        for worker in self.group.workers:
+            self._emit(
+                EventKind.WORKER_STARTED,
+                self._clock.wall(),
+                worker,
+                restart_count=self.restart_count,
+            )
         logger.info(
             "attempt %d: started %d workers, ranks %d-%d",
             self.number,
@@ -123,6 +171,8 @@ class Attempt:
         name = "stdout.log" if mask is StdMask.OUT else "stderr.log"
         if (redirected or teed or not shown) and slot.files.folder is not None:
             sinks.append(FileSink(slot.files.path(name)))
+        if teed:
+            sinks.extend(self._duplicate_sink(mask))
         if teed and shown:
             sinks.append(ConsoleSink(console_fd, self._prefix(slot)))
         elif shown and not redirected:
@@ -134,6 +184,18 @@ class Attempt:
         read_fd, write_fd = os.pipe()
         self._pumps.append(await pump_pipe(read_fd, sinks))
         return write_fd
+
+    def _duplicate_sink(self, mask: StdMask) -> list[LineSink]:
+        config = self.job.config
+        filters = (
+            config.duplicate_stdout_filters
+            if mask is StdMask.OUT
+            else config.duplicate_stderr_filters
+        )
+        if not filters or self.dir is None:
+            return []
+        name = "filtered_stdout.log" if mask is StdMask.OUT else "filtered_stderr.log"
+        return [FilteredFileSink(str(self.dir / name), filters)]
 
     def _payload(self, slot: Slot) -> str | None:
         if self.job.entrypoint.kind is not EntrypointKind.CALLABLE:
@@ -166,6 +228,9 @@ class Attempt:
         assert worker.status is not None
         path = slot.files.path("error.json")
         content = read_error_file(path) if path else None
+        oom = worker.status.signal == signal.SIGKILL and killed_by_oom(
+            worker.pid, self.oom_count_at_start
+        )
         return WorkerFailure.build(
             (slot.local_rank, slot.global_rank, worker.pid),
             worker.status,
@@ -173,6 +238,7 @@ class Attempt:
             path,
             content,
             slot.tail.text(),
+            oom,
         )
 
     def return_values(self) -> dict[int, object]:

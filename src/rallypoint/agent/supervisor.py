@@ -15,10 +15,11 @@ import json
 import logging
 import signal
 
-from rallypoint.agent.attempt import Attempt
+from rallypoint.agent.attempt import Attempt, AttemptDeps
 from rallypoint.agent.job import AgentEvent, Job, RunResult, SignalArrived, WorkerExited
 from rallypoint.clock import Clock, SystemClock
 from rallypoint.errors import ChildFailedError, SignalReceived
+from rallypoint.events.log import Event, EventKind, EventLog
 from rallypoint.failures.error_file import write_error_file
 from rallypoint.failures.report import FailureReport, WorkerFailure
 from rallypoint.logs.layout import RunLayout
@@ -43,6 +44,9 @@ class Supervisor:
         self._cut_short: asyncio.Event | None = None
         self._installed: list[int] = []
         self.layout = RunLayout.create(job.config.log_dir, job.config.run_id)
+        self.events = EventLog.for_handler(
+            job.config.event_log_handler, job.config.run_id, self.layout.run_dir
+        )
         self.report_path: str | None = None
 
     async def run(self) -> RunResult:
@@ -54,13 +58,35 @@ class Supervisor:
         """
         self._install_signals()
         guardian = Guardian()
-        rendezvous = SingleNodeRendezvous(self.job.config, self.job.host)
         try:
-            return await self._attempts(guardian, rendezvous)
+            rendezvous = SingleNodeRendezvous(self.job.config, self.job.host)
+            try:
+                return await self._recorded(guardian, rendezvous)
+            finally:
+                rendezvous.close()
         finally:
-            rendezvous.close()
             guardian.close()
             self._remove_signals()
+            self.events.close()
+
+    async def _recorded(self, guardian: Guardian, rendezvous: SingleNodeRendezvous) -> RunResult:
+        """Run the attempts, with the run's start and end in the event log."""
+        config = self.job.config
+        self._emit(EventKind.RUN_STARTED, host=self.job.host, nproc_per_node=config.nproc_per_node)
+        try:
+            result = await self._attempts(guardian, rendezvous)
+        except ChildFailedError as exc:
+            culprit = exc.report.culprit.global_rank
+            self._emit(EventKind.RUN_FAILED, culprit=culprit, reason=exc.report.headline)
+            raise
+        except SignalReceived as exc:
+            self._emit(EventKind.SIGNAL_RECEIVED, signal=signal.Signals(exc.signum).name)
+            raise
+        self._emit(EventKind.RUN_SUCCEEDED, restarts=result.restarts)
+        return result
+
+    def _emit(self, kind: EventKind, **fields: object) -> None:
+        self.events.emit(Event(kind, self._clock.wall(), fields))
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -98,9 +124,8 @@ class Supervisor:
             if signum is not None:
                 raise SignalReceived(signum, before_workers=number == 0)
             rdzv = await rendezvous.next_round()
-            attempt = Attempt(
-                self.job, rdzv, number, restarts, self.layout, (guardian, self._queue, self._clock)
-            )
+            deps = AttemptDeps(guardian, self._queue, self._clock, self.events)
+            attempt = Attempt(self.job, rdzv, number, restarts, self.layout, deps)
             await attempt.start()
             report = await self._watch(attempt)
             if report is None:
@@ -109,6 +134,7 @@ class Supervisor:
                 self._final_failure(report)
                 raise ChildFailedError(report)
             restarts, number = restarts + 1, number + 1
+            self._emit(EventKind.GROUP_RESTARTING, restart=restarts, reason=report.headline)
             logger.warning(
                 "%s; restarting the workers (restart %d of %d)",
                 report.headline,

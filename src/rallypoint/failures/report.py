@@ -10,7 +10,7 @@ the agent always keeps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rallypoint.failures.error_file import ErrorFileContent
 from rallypoint.workers.exit_status import ExitStatus
@@ -29,6 +29,7 @@ class WorkerFailure:
     error_file: str  # path of the error file, "" when it wrote none
     message: str
     traceback: str  # from the error file, else the tail of stderr
+    oom_killed: bool = False  # a SIGKILL the kernel's OOM killer sent
 
     @classmethod
     def build(
@@ -39,6 +40,7 @@ class WorkerFailure:
         error_file: str,
         content: ErrorFileContent | None,
         stderr_tail: str,
+        oom_killed: bool = False,
     ) -> WorkerFailure:
         """Combine what the agent saw with what the worker left behind.
 
@@ -49,28 +51,16 @@ class WorkerFailure:
             error_file: where its error file would be.
             content: the parsed error file, if any.
             stderr_tail: the last lines of its stderr.
+            oom_killed: whether the kernel's OOM killer sent its SIGKILL.
         """
         local_rank, global_rank, pid = place
         if content is not None:
-            return cls(
-                local_rank,
-                global_rank,
-                pid,
-                status,
-                *times,
-                error_file,
-                content.message,
-                content.traceback or content.message,
-            )
+            message, text = content.message, content.traceback or content.message
+        else:
+            error_file, message = "", _message_from(status, pid, stderr_tail)
+            text = stderr_tail
         return cls(
-            local_rank,
-            global_rank,
-            pid,
-            status,
-            *times,
-            "",
-            _message_from(status, pid, stderr_tail),
-            stderr_tail,
+            local_rank, global_rank, pid, status, *times, error_file, message, text, oom_killed
         )
 
 
@@ -93,7 +83,6 @@ class FailureReport:
         culprit: the first failure in time.
         failures: every real failure (the culprit included), in time order.
         stopped: workers the agent stopped itself after the culprit failed.
-        oom_killed: global ranks whose SIGKILL came from the kernel's OOM killer.
     """
 
     name: str
@@ -101,7 +90,6 @@ class FailureReport:
     culprit: WorkerFailure
     failures: tuple[WorkerFailure, ...]
     stopped: tuple[WorkerFailure, ...] = ()
-    oom_killed: frozenset[int] = field(default_factory=frozenset)
 
     @classmethod
     def from_failures(
@@ -118,7 +106,7 @@ class FailureReport:
         """One line a person can act on."""
         c = self.culprit
         how = c.status.describe()
-        if c.global_rank in self.oom_killed:
+        if c.oom_killed:
             how += " (killed by the kernel's OOM killer)"
         return (
             f"rank {c.global_rank} (local {c.local_rank}) on {self.host} failed first: "

@@ -75,6 +75,22 @@ class FileSink:
         self._file.close()
 
 
+class FilteredFileSink(FileSink):
+    """Appends only the lines that contain one of ``filters`` (``--duplicate-*-filters``)."""
+
+    def __init__(self, path: str, filters: tuple[str, ...]) -> None:
+        super().__init__(path)
+        self._filters = tuple(f.encode() for f in filters)
+
+    def write_lines(self, data: bytes) -> None:
+        """Keep the matching lines of the batch."""
+        kept = [
+            line for line in data.splitlines(keepends=True) if any(f in line for f in self._filters)
+        ]
+        if kept:
+            super().write_lines(b"".join(kept))
+
+
 class TailSink:
     """Keeps the last ``size`` lines, whatever else happens to the stream."""
 

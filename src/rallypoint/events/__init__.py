@@ -1,0 +1,1 @@
+"""Lifecycle events of a run, as JSON lines."""
