@@ -1,0 +1,1 @@
+"""Multi-node tests: several agents on private network namespaces (see ``netns``)."""
