@@ -18,7 +18,6 @@ from collections.abc import Callable
 from rallypoint.agent.job import Job
 from rallypoint.agent.supervisor import Supervisor
 from rallypoint.config import DEFAULT_SIGNALS, Entrypoint, EntrypointKind, LaunchConfig
-from rallypoint.errors import ConfigError
 
 
 def _entrypoint(entrypoint: Callable[..., object] | str, args: tuple[object, ...]) -> Entrypoint:
@@ -36,10 +35,8 @@ def launch(
 
     Raises:
         ChildFailedError: when workers failed and the restart budget is spent.
-        ConfigError: for a configuration this version cannot run.
+        RendezvousError: when the nodes cannot agree on a round.
     """
-    if config.max_nodes > 1:
-        raise ConfigError("multi-node launches are not available yet in this version")
     if not config.run_id:
         config = dataclasses.replace(config, run_id=str(uuid.uuid4().int))
     base = dict(os.environ)

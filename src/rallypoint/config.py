@@ -93,6 +93,7 @@ class LaunchConfig:
     master_addr: str | None = None
     master_port: int | None = None
     numa_binding: str | None = None
+    rdzv_secret: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(

@@ -6,6 +6,10 @@
     ├── UsageError                   bad command line or configuration (exit code 2)
     │   └── ConfigError              a value parsed but makes no sense (same exit code)
     ├── LaunchError                  the job could not be started (exit code 1)
+    ├── RendezvousError              the nodes could not agree (exit code 1)
+    │   ├── RendezvousTimeoutError   not enough nodes joined within the join timeout
+    │   ├── RendezvousClosedError    the job is over (ended or failed on another node)
+    │   └── RendezvousLostError      the store is gone or this node was cut off
     ├── ChildFailedError             workers failed and the restart budget is spent (exit 1)
     └── SignalReceived               a handled signal ended the job (exit 1, or death by it)
 
@@ -35,6 +39,22 @@ class ConfigError(UsageError):
 
 class LaunchError(RallypointError):
     """The job could not be started (e.g. the script does not exist)."""
+
+
+class RendezvousError(RallypointError):
+    """The nodes of the job could not agree on a round."""
+
+
+class RendezvousTimeoutError(RendezvousError):
+    """Not enough nodes joined before the join timeout."""
+
+
+class RendezvousClosedError(RendezvousError):
+    """The job is over: it ended, or failed, on another node."""
+
+
+class RendezvousLostError(RendezvousError):
+    """The rendezvous store cannot be reached any more, or this node's lease ended."""
 
 
 class ChildFailedError(RallypointError):

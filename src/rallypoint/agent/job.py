@@ -45,7 +45,12 @@ class SignalArrived:
     signum: int
 
 
-AgentEvent = WorkerExited | SignalArrived
+@dataclass(frozen=True, slots=True)
+class RendezvousChanged:
+    """Event: the rendezvous store changed (a node left, joined or failed)."""
+
+
+AgentEvent = WorkerExited | SignalArrived | RendezvousChanged
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,34 +1,67 @@
 """The per-node supervisor: rendezvous, start, watch, stop, restart.
 
 Design note: one asyncio loop consumes typed events from one queue -- worker
-exits (pidfd readiness) and handled signals (handlers only enqueue). Nothing
-sleeps in a polling loop: the first failure is seen the instant its process
-ends. On a failure the attempt's other workers are stopped (signal, grace,
-SIGKILL) and, while the restart budget lasts, the group starts again; a
-handled signal is forwarded as the same signal to every worker's process group.
+exits (pidfd readiness), handled signals (handlers only enqueue) and changes
+of the rendezvous store (pushed by its watch). Nothing sleeps in a polling
+loop: the first failure is seen the instant its process ends, a peer's death
+the instant its lease ends. On a local failure the attempt's other workers are
+stopped (signal, grace, SIGKILL) and, while the job-wide restart budget lasts,
+every node restarts; a membership change restarts for free; a handled signal
+is forwarded as the same signal to every worker's process group.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import enum
 import logging
 import signal
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
 
 from rallypoint.agent.attempt import Attempt, AttemptDeps
-from rallypoint.agent.job import AgentEvent, Job, RunResult, SignalArrived, WorkerExited
+from rallypoint.agent.job import (
+    AgentEvent,
+    Job,
+    RendezvousChanged,
+    RunResult,
+    SignalArrived,
+    WorkerExited,
+)
+from rallypoint.agent.reporting import persist_failure
 from rallypoint.clock import Clock, SystemClock
-from rallypoint.errors import ChildFailedError, SignalReceived
+from rallypoint.errors import ChildFailedError, RendezvousClosedError, SignalReceived
 from rallypoint.events.log import Event, EventKind, EventLog
-from rallypoint.failures.error_file import write_error_file
-from rallypoint.failures.report import FailureReport, WorkerFailure
+from rallypoint.failures.report import FailureReport
 from rallypoint.logs.layout import RunLayout
-from rallypoint.rendezvous.single import SingleNodeRendezvous
+from rallypoint.rendezvous.base import Rendezvous
+from rallypoint.rendezvous.factory import open_rendezvous
+from rallypoint.rendezvous.machine import Change
 from rallypoint.workers.guardian import Guardian
 
 logger = logging.getLogger(__name__)
 
 RESTART_GRACE = 30.0  # torchrun stops a failed group with a fixed 30 s grace
+T = TypeVar("T")
+
+
+class Ending(enum.Enum):
+    """How an attempt ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # a local worker failed
+    MEMBERSHIP = "membership"  # the rendezvous changed: restart for free
+    CLOSED = "closed"  # the job is over elsewhere
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """An attempt's end, with the failure report or the reason."""
+
+    ending: Ending
+    report: FailureReport | None = None
+    reason: str = ""
 
 
 class Supervisor:
@@ -42,7 +75,9 @@ class Supervisor:
         self._queue: asyncio.Queue[AgentEvent] = asyncio.Queue()
         self._early = early_signals if early_signals is not None else []
         self._cut_short: asyncio.Event | None = None
+        self._signalled = asyncio.Event()
         self._installed: list[int] = []
+        self._started_workers = False
         self.layout = RunLayout.create(job.config.log_dir, job.config.run_id)
         self.events = EventLog.for_handler(
             job.config.event_log_handler, job.config.run_id, self.layout.run_dir
@@ -55,21 +90,24 @@ class Supervisor:
         Raises:
             ChildFailedError: workers failed and the restart budget is spent.
             SignalReceived: a handled signal stopped the job.
+            RendezvousError: the nodes could not (or can no longer) agree.
         """
         self._install_signals()
         guardian = Guardian()
         try:
-            rendezvous = SingleNodeRendezvous(self.job.config, self.job.host)
+            rendezvous = await self._race(
+                open_rendezvous(self.job.config, self.job.host, self._clock)
+            )
             try:
                 return await self._recorded(guardian, rendezvous)
             finally:
-                rendezvous.close()
+                await rendezvous.close()
         finally:
             guardian.close()
             self._remove_signals()
             self.events.close()
 
-    async def _recorded(self, guardian: Guardian, rendezvous: SingleNodeRendezvous) -> RunResult:
+    async def _recorded(self, guardian: Guardian, rendezvous: Rendezvous) -> RunResult:
         """Run the attempts, with the run's start and end in the event log."""
         config = self.job.config
         self._emit(EventKind.RUN_STARTED, host=self.job.host, nproc_per_node=config.nproc_per_node)
@@ -87,6 +125,8 @@ class Supervisor:
 
     def _emit(self, kind: EventKind, **fields: object) -> None:
         self.events.emit(Event(kind, self._clock.wall(), fields))
+
+    # --- signals -----------------------------------------------------------------------
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -107,6 +147,7 @@ class Supervisor:
 
     def _on_signal(self, signum: int) -> None:
         self._queue.put_nowait(SignalArrived(signum))
+        self._signalled.set()
         if self._cut_short is not None:
             self._cut_short.set()
 
@@ -117,69 +158,114 @@ class Supervisor:
                 return event.signum
         return None
 
-    async def _attempts(self, guardian: Guardian, rendezvous: SingleNodeRendezvous) -> RunResult:
-        restarts, number = 0, 0
+    async def _race(self, work: Awaitable[T]) -> T:
+        """Await ``work`` unless a handled signal comes first (then raise SignalReceived)."""
+        task = asyncio.ensure_future(work)
+        waiter = asyncio.ensure_future(self._signalled.wait())
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        signum = self._pending_signal() or int(signal.SIGTERM)
+        raise SignalReceived(signum, before_workers=not self._started_workers)
+
+    # --- attempts ----------------------------------------------------------------------
+
+    async def _attempts(self, guardian: Guardian, rendezvous: Rendezvous) -> RunResult:
+        rendezvous.listen(lambda: self._queue.put_nowait(RendezvousChanged()))
+        number = 0
         while True:
             signum = self._pending_signal()
             if signum is not None:
-                raise SignalReceived(signum, before_workers=number == 0)
-            rdzv = await rendezvous.next_round()
+                raise SignalReceived(signum, before_workers=not self._started_workers)
+            self._signalled.clear()
+            rdzv = await self._race(rendezvous.next_round())
             deps = AttemptDeps(guardian, self._queue, self._clock, self.events)
-            attempt = Attempt(self.job, rdzv, number, restarts, self.layout, deps)
+            attempt = Attempt(self.job, rdzv, number, rdzv.restarts, self.layout, deps)
+            self._started_workers = True
             await attempt.start()
-            report = await self._watch(attempt)
-            if report is None:
-                return RunResult(attempt.return_values(), restarts)
-            if restarts >= self.job.config.max_restarts:
-                self._final_failure(report)
-                raise ChildFailedError(report)
-            restarts, number = restarts + 1, number + 1
-            self._emit(EventKind.GROUP_RESTARTING, restart=restarts, reason=report.headline)
-            logger.warning(
-                "%s; restarting the workers (restart %d of %d)",
-                report.headline,
-                restarts,
-                self.job.config.max_restarts,
-            )
+            outcome = await self._watch(attempt, rendezvous)
+            if outcome.ending is Ending.SUCCEEDED:
+                await self._race(rendezvous.finish())
+                return RunResult(attempt.return_values(), rdzv.restarts)
+            await self._after(outcome, rendezvous)
+            number += 1
 
-    async def _watch(self, attempt: Attempt) -> FailureReport | None:
-        """Wait for the attempt's end: None on success, a report on failure."""
+    async def _after(self, outcome: Outcome, rendezvous: Rendezvous) -> None:
+        """Decide, after a failed or interrupted attempt, whether to go on."""
+        if outcome.ending is Ending.CLOSED:
+            raise RendezvousClosedError(outcome.reason)
+        if outcome.ending is Ending.MEMBERSHIP:
+            self._emit(EventKind.GROUP_RESTARTING, reason=outcome.reason, spends_restart=False)
+            logger.warning("%s; restarting the workers (no restart spent)", outcome.reason)
+            return
+        assert outcome.report is not None
+        report = outcome.report
+        count = await rendezvous.spend_restart()
+        if count > self.job.config.max_restarts:
+            self.report_path = persist_failure(
+                report, self.layout, self.job.base_env.get("TORCHELASTIC_ERROR_FILE")
+            )
+            await rendezvous.close_job(False, report.headline)
+            raise ChildFailedError(report)
+        self._emit(EventKind.GROUP_RESTARTING, restart=count, reason=report.headline)
+        logger.warning(
+            "%s; restarting the workers (restart %d of %d)",
+            report.headline,
+            count,
+            self.job.config.max_restarts,
+        )
+
+    async def _watch(self, attempt: Attempt, rendezvous: Rendezvous) -> Outcome:
+        """Wait for the attempt's end."""
         while True:
             event = await self._queue.get()
             if isinstance(event, SignalArrived):
                 await self._stop_for_signal(attempt, event.signum)
+            elif isinstance(event, RendezvousChanged):
+                decision = rendezvous.running_decision()
+                if decision.change is not Change.KEEP:
+                    await self._stop(attempt, RESTART_GRACE)
+                    ending = (
+                        Ending.MEMBERSHIP if decision.change is Change.RESTART else Ending.CLOSED
+                    )
+                    return Outcome(ending, reason=decision.reason)
             elif event.attempt != attempt.number:
                 continue
             elif event.worker.status is not None and not event.worker.status.succeeded:
-                return await self._stop_for_failure(attempt, event)
+                return Outcome(Ending.FAILED, report=await self._stop_for_failure(attempt, event))
             elif not attempt.group.alive:
-                await attempt.group.stop(signal.SIGTERM, self.job.config.shutdown_timeout)
-                await attempt.drain()
-                return None
+                await self._stop(attempt, self.job.config.shutdown_timeout)
+                return Outcome(Ending.SUCCEEDED)
+
+    async def _stop(self, attempt: Attempt, grace: float, signum: int = signal.SIGTERM) -> None:
+        self._cut_short = asyncio.Event()
+        await attempt.group.stop(signum, grace, self._cut_short)
+        await attempt.drain()
 
     async def _stop_for_signal(self, attempt: Attempt, signum: int) -> None:
         logger.warning(
             "received %s, forwarding it to the workers and shutting down",
             signal.Signals(signum).name,
         )
-        self._cut_short = asyncio.Event()
-        await attempt.group.stop(signum, self.job.config.shutdown_timeout, self._cut_short)
-        await attempt.drain()
+        await self._stop(attempt, self.job.config.shutdown_timeout, signum)
         raise SignalReceived(signum, before_workers=False)
 
     async def _stop_for_failure(self, attempt: Attempt, first: WorkerExited) -> FailureReport:
         exits = {first.worker.pid: first}
+        requeue: list[AgentEvent] = []
         while not self._queue.empty():  # exits already queued happened before our stop
             event = self._queue.get_nowait()
             if isinstance(event, WorkerExited) and event.attempt == attempt.number:
                 exits[event.worker.pid] = event
-            elif isinstance(event, SignalArrived):
-                self._queue.put_nowait(event)
-                break
+            elif not isinstance(event, WorkerExited):
+                requeue.append(event)
+        for event in requeue:
+            self._queue.put_nowait(event)
         to_stop = attempt.group.alive
-        self._cut_short = asyncio.Event()
-        await attempt.group.stop(signal.SIGTERM, RESTART_GRACE, self._cut_short)
-        await attempt.drain()
+        await self._stop(attempt, RESTART_GRACE)
         now = (self._clock.wall(), self._clock.monotonic())
         failed = [
             attempt.failure(e.worker, e.at_wall, e.at_monotonic)
@@ -188,26 +274,3 @@ class Supervisor:
         ]
         stopped = [attempt.failure(w, *now) for w in to_stop]
         return FailureReport.from_failures(self.job.entrypoint.name, self.job.host, failed, stopped)
-
-    def _final_failure(self, report: FailureReport) -> None:
-        if self.layout.run_dir is not None:
-            path = self.layout.run_dir / "failure.json"
-            path.write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
-            self.report_path = str(path)
-        own = self.job.base_env.get("TORCHELASTIC_ERROR_FILE")
-        if own:
-            write_error_file(own, _root_cause_document(report.culprit))
-
-
-def _root_cause_document(culprit: WorkerFailure) -> dict[str, object]:
-    """torchrun's copy of the root cause for the launcher's own error file."""
-    return {
-        "message": {
-            "message": culprit.message,
-            "extraInfo": {
-                "py_callstack": culprit.traceback,
-                "timestamp": str(int(culprit.exited_at)),
-            },
-            "errorCode": culprit.status.torch_exitcode,
-        }
-    }

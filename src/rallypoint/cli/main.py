@@ -22,17 +22,23 @@ from rallypoint.cli.parser import parse_args
 from rallypoint.cli.settings import Launch, build_launch
 from rallypoint.config import LaunchConfig
 from rallypoint.devices import SystemDevices
-from rallypoint.errors import ChildFailedError, ConfigError, LaunchError, SignalReceived, UsageError
+from rallypoint.errors import (
+    ChildFailedError,
+    ConfigError,
+    LaunchError,
+    RendezvousError,
+    SignalReceived,
+    UsageError,
+)
 
 
 def _configure(argv: Sequence[str], environ: Mapping[str, str]) -> Launch:
     raw = parse_args(argv, environ)
     launch = build_launch(raw, environ, SystemDevices(environ))
-    if launch.config.max_nodes > 1:
-        raise ConfigError(
-            f"--nnodes={raw.nnodes}: multi-node rendezvous is not available yet "
-            "in this version of rallypoint; use --nnodes=1"
-        )
+    backend = launch.config.rdzv_backend
+    if launch.config.max_nodes > 1 and backend not in ("c10d", "static"):
+        raise ConfigError(f"--rdzv-backend={backend} is not available yet in this version "
+                          "of rallypoint; use c10d or static")
     return launch
 
 
@@ -90,6 +96,6 @@ def main(
         output.omp_warning()
     try:
         return _run(launch, early)
-    except LaunchError as exc:
+    except (LaunchError, RendezvousError) as exc:
         output.launch_error(str(exc))
         return 1

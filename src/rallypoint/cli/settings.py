@@ -25,8 +25,10 @@ from rallypoint.cli.values import (
 from rallypoint.config import Entrypoint, EntrypointKind, LaunchConfig
 from rallypoint.devices import DeviceCounter
 from rallypoint.errors import ConfigError
+from rallypoint.store import StoreSecretError, secret_from_env, secret_from_file
 
 DEFAULT_MASTER_PORT = 29500
+SECRET_ENV = "RALLYPOINT_SECRET"  # noqa: S105 - the variable name, not a secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +155,20 @@ def _config(
         master_addr=master_addr,
         master_port=master_port,
         numa_binding=raw.numa_binding,
+        rdzv_secret=_secret(conf, environ),
     )
+
+
+def _secret(conf: Mapping[str, str], environ: Mapping[str, str]) -> bytes | None:
+    """The job's store secret: ``--rdzv-conf secret_file=PATH``, else ``$RALLYPOINT_SECRET``."""
+    try:
+        if "secret_file" in conf:
+            return secret_from_file(conf["secret_file"])
+        if environ.get(SECRET_ENV):
+            return secret_from_env(SECRET_ENV, environ)
+    except StoreSecretError as exc:
+        raise ConfigError(f"rendezvous secret: {exc}") from exc
+    return None
 
 
 def _check_log_dir(path: str | None) -> None:

@@ -19,6 +19,7 @@ class RendezvousResult:
         role_world_size: number of workers with this node's role.
         master_addr: where worker rank 0 serves torch's store.
         master_port: the port it serves on.
+        restarts: failure restarts of the job before this round (job-wide).
     """
 
     round: int
@@ -30,3 +31,4 @@ class RendezvousResult:
     role_world_size: int
     master_addr: str
     master_port: int
+    restarts: int = 0

@@ -8,7 +8,10 @@ the same for every round, as torchrun's does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rallypoint.config import LaunchConfig
+from rallypoint.rendezvous.machine import Change, RunningDecision
 from rallypoint.rendezvous.ports import PortReservation
 from rallypoint.rendezvous.result import RendezvousResult
 
@@ -22,6 +25,7 @@ class SingleNodeRendezvous:
         self._addr = (config.master_addr or "127.0.0.1") if static else host
         self._ports = PortReservation.reserve(config.master_port or 0 if static else 0)
         self._round = 0
+        self._restarts = 0
 
     async def next_round(self) -> RendezvousResult:
         """The next round: this node alone."""
@@ -36,10 +40,29 @@ class SingleNodeRendezvous:
             role_world_size=nproc,
             master_addr=self._addr,
             master_port=self._ports.port,
+            restarts=self._restarts,
         )
         self._round += 1
         return result
 
-    def close(self) -> None:
+    def listen(self, callback: Callable[[], None]) -> None:
+        """Nothing ever changes for a single node."""
+
+    def running_decision(self) -> RunningDecision:
+        """Always keep running."""
+        return RunningDecision(Change.KEEP)
+
+    async def spend_restart(self) -> int:
+        """Count a restart locally."""
+        self._restarts += 1
+        return self._restarts
+
+    async def close_job(self, succeeded: bool, message: str) -> None:
+        """Nobody else to tell."""
+
+    async def finish(self) -> None:
+        """Nobody to wait for."""
+
+    async def close(self) -> None:
         """Release the reserved port."""
         self._ports.release()

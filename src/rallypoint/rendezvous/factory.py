@@ -1,0 +1,171 @@
+"""Pick and open the rendezvous a launch asks for.
+
+- One node (``--nnodes=1``, ``--standalone``): :class:`SingleNodeRendezvous`, no store.
+- ``c10d``: the agent whose address the endpoint names hosts the store (it
+  can bind the endpoint; ``is_host`` in ``--rdzv-conf`` overrides), every
+  agent connects to it.
+- ``static`` with several nodes: node rank 0 hosts the store at
+  ``--master-addr:--master-port``; ranks come from ``--node-rank``.
+
+A node's address (for ordering and for MASTER_ADDR when it is group rank 0)
+is ``--local-addr``, else the local address of the route to the store, which
+other nodes can reach, unlike a host name that may only resolve locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+
+from rallypoint.clock import Clock
+from rallypoint.config import LaunchConfig
+from rallypoint.errors import ConfigError, RendezvousLostError
+from rallypoint.rendezvous.base import Rendezvous
+from rallypoint.rendezvous.dynamic import StoreRendezvous, Timeouts
+from rallypoint.rendezvous.machine import Settings
+from rallypoint.rendezvous.ports import PortReservation
+from rallypoint.rendezvous.records import NodeRecord
+from rallypoint.rendezvous.single import SingleNodeRendezvous
+from rallypoint.store import StoreAuthError, StoreClient, StoreConnectionError, StoreServer
+
+logger = logging.getLogger(__name__)
+
+C10D_PORT = 29400
+TRUE = ("1", "true", "t", "yes", "y")
+FALSE = ("0", "false", "f", "no", "n")
+
+
+def _endpoint(config: LaunchConfig) -> tuple[str, int]:
+    if config.rdzv_backend == "static":
+        return config.master_addr or "127.0.0.1", config.master_port or 29500
+    text = config.rdzv_endpoint
+    host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    return host or "localhost", int(port) if port else C10D_PORT
+
+
+def _conf_float(config: LaunchConfig, key: str, default: float) -> float:
+    text = config.rdzv_configs.get(key)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--rdzv-conf {key}={text}: expected a number of seconds") from None
+    if value <= 0:
+        raise ConfigError(f"--rdzv-conf {key}={text}: must be above 0")
+    return value
+
+
+def timeouts_of(config: LaunchConfig) -> Timeouts:
+    """Timeouts from ``--rdzv-conf``: torchrun's keys, ``lease_ttl``, ``exit_barrier_timeout``."""
+    base = Timeouts()
+    return Timeouts(
+        join=_conf_float(config, "join_timeout", base.join),
+        last_call=_conf_float(config, "last_call_timeout", base.last_call),
+        lease_ttl=_conf_float(config, "lease_ttl", base.lease_ttl),
+        exit_barrier=_conf_float(config, "exit_barrier_timeout", base.exit_barrier),
+        close=_conf_float(config, "close_timeout", base.close),
+    )
+
+
+def _explicit_is_host(config: LaunchConfig) -> bool | None:
+    text = config.rdzv_configs.get("is_host")
+    if text is None:
+        return None
+    if text.lower() in TRUE:
+        return True
+    if text.lower() in FALSE:
+        return False
+    raise ConfigError(f"--rdzv-conf is_host={text}: expected true or false")
+
+
+def route_address(host: str, port: int) -> str:
+    """The local address this machine uses to reach ``host``."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, port or 1))
+        return str(probe.getsockname()[0])
+    return socket.getfqdn()
+
+
+async def _try_host(config: LaunchConfig, host: str, port: int) -> StoreServer | None:
+    explicit = _explicit_is_host(config)
+    if config.rdzv_backend == "static":
+        explicit = config.node_rank == 0
+    if explicit is False:
+        return None
+    server = StoreServer(host, port, config.run_id, config.rdzv_secret)
+    try:
+        await server.start()
+    except OSError as exc:
+        if explicit:
+            raise RendezvousLostError(
+                f"cannot host the rendezvous store at {host}:{port}: {exc.strerror}"
+            ) from exc
+        return None  # not our address, or another agent here hosts it: be a client
+    logger.info("hosting the rendezvous store at %s:%d", host, server.port)
+    return server
+
+
+async def _connect(
+    config: LaunchConfig, host: str, port: int, join_timeout: float, clock: Clock
+) -> StoreClient:
+    deadline = clock.monotonic() + join_timeout
+    while True:
+        try:
+            return await StoreClient.connect(
+                host, port, config.run_id, config.rdzv_secret, timeout=10.0
+            )
+        except StoreAuthError as exc:
+            raise RendezvousLostError(
+                f"the rendezvous store at {host}:{port} refused this node: {exc}"
+            ) from exc
+        except StoreConnectionError as exc:
+            if clock.monotonic() >= deadline:
+                raise RendezvousLostError(
+                    f"cannot reach the rendezvous store at {host}:{port} "
+                    f"within {join_timeout:.0f} s: {exc}"
+                ) from exc
+        await asyncio.sleep(0.2)  # the host agent may still be starting
+
+
+def _settings(config: LaunchConfig, timeouts: Timeouts) -> Settings:
+    static = config.rdzv_backend == "static"
+    low = config.max_nodes if static else config.min_nodes
+    return Settings(low, config.max_nodes, timeouts.last_call, static)
+
+
+async def open_rendezvous(config: LaunchConfig, host_name: str, clock: Clock) -> Rendezvous:
+    """The rendezvous for ``config``, connected and ready to join a round."""
+    if config.max_nodes == 1:
+        return SingleNodeRendezvous(config, host_name)
+    if config.rdzv_backend not in ("c10d", "static"):
+        raise ConfigError(f"--rdzv-backend={config.rdzv_backend} is not available yet")
+    host, port = _endpoint(config)
+    timeouts = timeouts_of(config)
+    server = await _try_host(config, host, port)
+    client = await _connect(config, host, server.port if server else port, timeouts.join, clock)
+    addr = config.local_addr or route_address(host, port)
+    reservation = PortReservation.reserve(0)
+    me = NodeRecord(
+        f"{addr}_{os.getpid()}_{uuid.uuid4().hex[:6]}",
+        addr,
+        os.getpid(),
+        config.nproc_per_node,
+        config.role,
+        reservation.port,
+        config.node_rank if config.rdzv_backend == "static" else -1,
+    )
+    rendezvous = StoreRendezvous(
+        client, server, me, _settings(config, timeouts), timeouts, clock, reservation
+    )
+    if config.rdzv_backend == "static":
+        rendezvous.static_master_addr = config.master_addr
+    await rendezvous.start()
+    return rendezvous
