@@ -1,0 +1,1 @@
+"""A worker that does nothing: launch cost is all that is left to measure."""

@@ -1,0 +1,74 @@
+"""Start rallypoint agents as separate processes, as on separate nodes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def agent_argv(args: Sequence[str]) -> list[str]:
+    """The command line of one agent."""
+    return [sys.executable, "-m", "rallypoint", *args]
+
+
+def start_agent(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start an agent with its output in ``log`` (.out and .err)."""
+    out = log.with_suffix(".out").open("wb")
+    err = log.with_suffix(".err").open("wb")
+    with out, err:
+        return subprocess.Popen(agent_argv(args), env=env, stdout=out, stderr=err)
+
+
+def wait_listening(host: str, port: int, timeout: float = 20) -> None:
+    """Wait until something accepts connections at host:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens at {host}:{port}")
+
+
+def read_lines(path: Path) -> list[dict[str, str]]:
+    """JSON lines of ``path`` (none if it does not exist yet)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    """Wait until ``predicate()`` is true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def finish(agents: Sequence[subprocess.Popen[bytes]], timeout: float) -> list[int]:
+    """Wait for every agent; kill those still running at the deadline."""
+    deadline = time.monotonic() + timeout
+    codes = []
+    for agent in agents:
+        try:
+            codes.append(agent.wait(max(0.1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            codes.append(agent.wait())
+    return codes

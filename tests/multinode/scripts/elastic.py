@@ -1,0 +1,36 @@
+"""A job that runs STEPS all-reduces, 0.1 s apart, and logs each attempt it takes part in.
+
+Appends one JSON line per worker start to ``$OUT_DIR/starts.jsonl`` (time, world size,
+restart count, rank) and one per finish to ``$OUT_DIR/finished.jsonl``. A gloo error
+(a peer vanished) exits 1, as a real training script would.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+started = time.time()
+out = Path(os.environ["OUT_DIR"])
+info = {k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                                   "TORCHELASTIC_RESTART_COUNT", "MASTER_ADDR")}
+with (out / "starts.jsonl").open("a") as log:
+    log.write(json.dumps({"time": started, **info}) + "\n")
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+dist.init_process_group("gloo")
+try:
+    for _ in range(int(os.environ.get("STEPS", "30"))):
+        value = torch.ones(1)
+        dist.all_reduce(value)
+        assert value.item() == dist.get_world_size()
+        time.sleep(0.1)
+except RuntimeError as exc:
+    print(f"collective failed: {exc}", file=sys.stderr)
+    sys.exit(1)
+with (out / "finished.jsonl").open("a") as log:
+    log.write(json.dumps({"time": time.time(), **info}) + "\n")
+dist.destroy_process_group()

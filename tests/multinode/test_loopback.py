@@ -1,0 +1,120 @@
+"""Several agents on loopback addresses run one job together (real gloo workers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import launcher_env
+from tests.multinode.agents import (
+    SCRIPTS,
+    finish,
+    free_port,
+    read_lines,
+    start_agent,
+    wait_for,
+    wait_listening,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.multinode, pytest.mark.torch]
+
+
+def c10d(nnodes: str, port: int, addr: str, nproc: int, *extra: str) -> list[str]:
+    return [f"--nnodes={nnodes}", f"--nproc-per-node={nproc}", "--rdzv-backend=c10d",
+            f"--rdzv-endpoint=127.0.0.1:{port}", f"--local-addr={addr}", "--rdzv-id=job",
+            *extra]
+
+
+def results(out: Path) -> list[dict[str, str]]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*_*.json"))]
+
+
+@pytest.mark.parametrize("nprocs", [(1, 1), (1, 2, 3)], ids=["2x1", "1+2+3"])
+def test_agents_all_reduce_with_torchruns_ranks(mark: str, tmp_path: Path,
+                                                nprocs: tuple[int, ...]) -> None:
+    port, env = free_port(), launcher_env(mark, OUT_DIR=str(tmp_path))
+    n = len(nprocs)
+    agents = []
+    for i, nproc in enumerate(nprocs):
+        args = c10d(str(n), port, f"127.0.0.{i + 1}", nproc, str(SCRIPTS / "allreduce.py"))
+        agents.append(start_agent(args, env, tmp_path / f"agent{i}"))
+        if i == 0:
+            wait_listening("127.0.0.1", port)
+    assert finish(agents, 120) == [0] * n, (tmp_path / "agent0.err").read_text()
+    seen = results(tmp_path)
+    world = sum(nprocs)
+    assert sorted(int(r["RANK"]) for r in seen) == list(range(world))
+    assert {r["sum"] for r in seen} == {world * (world + 1) / 2}
+    # torchrun's layout: group ranks by sorted address, each node a contiguous block
+    base = 0
+    for group, nproc in enumerate(nprocs):
+        mine = sorted((r for r in seen if r["GROUP_RANK"] == str(group)),
+                      key=lambda r: int(r["LOCAL_RANK"]))
+        assert [int(r["RANK"]) for r in mine] == list(range(base, base + nproc))
+        assert {r["LOCAL_WORLD_SIZE"] for r in mine} == {str(nproc)}
+        base += nproc
+    assert {(r["WORLD_SIZE"], r["GROUP_WORLD_SIZE"], r["ROLE_WORLD_SIZE"]) for r in seen} == {
+        (str(world), str(n), str(world))}
+    assert {r["MASTER_ADDR"] for r in seen} == {"127.0.0.1"}
+
+
+def test_static_rendezvous_with_node_ranks(mark: str, tmp_path: Path) -> None:
+    port, env = free_port(), launcher_env(mark, OUT_DIR=str(tmp_path))
+    common = ["--nnodes=2", "--nproc-per-node=2", "--rdzv-backend=static",
+              "--master-addr=127.0.0.1", f"--master-port={port}"]
+    second = start_agent([*common, "--node-rank=1", "--local-addr=127.0.0.2",
+                          str(SCRIPTS / "allreduce.py")], env, tmp_path / "agent1")
+    first = start_agent([*common, "--node-rank=0", str(SCRIPTS / "allreduce.py")], env,
+                        tmp_path / "agent0")
+    assert finish([first, second], 120) == [0, 0], (tmp_path / "agent1.err").read_text()
+    seen = results(tmp_path)
+    assert {(r["GROUP_RANK"], r["RANK"]) for r in seen} == {
+        ("0", "0"), ("0", "1"), ("1", "2"), ("1", "3")}
+    assert {r["sum"] for r in seen} == {10.0}
+    assert {r["MASTER_ADDR"] for r in seen} == {"127.0.0.1"}
+
+
+def test_late_node_scales_up_without_spending_a_restart(mark: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = launcher_env(mark, OUT_DIR=str(tmp_path), STEPS="40")
+    script = str(SCRIPTS / "elastic.py")
+    conf = "--rdzv-conf=last_call_timeout=1"
+    first = start_agent(c10d("1:2", port, "127.0.0.1", 1, conf, script), env, tmp_path / "a0")
+    wait_for(lambda: read_lines(tmp_path / "starts.jsonl"), 60, "the first worker")
+    second = start_agent(c10d("1:2", port, "127.0.0.2", 1, conf, script), env, tmp_path / "a1")
+    assert finish([first, second], 120) == [0, 0], (tmp_path / "a0.err").read_text()
+    starts = read_lines(tmp_path / "starts.jsonl")
+    assert starts[0]["WORLD_SIZE"] == "1"
+    assert {s["WORLD_SIZE"] for s in starts[1:]} == {"2"}
+    assert {s["TORCHELASTIC_RESTART_COUNT"] for s in starts} == {"0"}
+    assert "waiting to join" in (tmp_path / "a0.err").read_text()
+    finished = read_lines(tmp_path / "finished.jsonl")
+    assert sorted(f["RANK"] for f in finished) == ["0", "1"]
+
+
+def test_sigkill_of_an_agent_shrinks_the_job(mark: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = launcher_env(mark, OUT_DIR=str(tmp_path), STEPS="60")
+    script = str(SCRIPTS / "elastic.py")
+    agents = []
+    for i in range(3):
+        args = c10d("1:3", port, f"127.0.0.{i + 1}", 1, "--rdzv-conf=last_call_timeout=2", script)
+        agents.append(start_agent(args, env, tmp_path / f"a{i}"))
+        if i == 0:
+            wait_listening("127.0.0.1", port)
+    wait_for(lambda: len(read_lines(tmp_path / "starts.jsonl")) == 3, 60, "three workers")
+    os.kill(agents[2].pid, signal.SIGKILL)
+    killed_at = time.time()
+    assert finish(agents[:2], 120) == [0, 0], (tmp_path / "a0.err").read_text()
+    agents[2].wait()
+    restarted = [s for s in read_lines(tmp_path / "starts.jsonl") if s["WORLD_SIZE"] == "2"]
+    assert len(restarted) == 2
+    assert all(s["TORCHELASTIC_RESTART_COUNT"] == "0" for s in restarted)
+    delay = min(float(s["time"]) for s in restarted) - killed_at
+    assert delay < 10, f"survivors restarted {delay:.2f} s after the kill"
+    (tmp_path / "kill_to_restart.txt").write_text(f"{delay:.3f}\n")
