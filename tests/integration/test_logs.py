@@ -142,10 +142,11 @@ def test_duplicate_filters_copy_matching_teed_lines(mark: str, tmp_path: Path) -
     result = rallypoint(args, launcher_env(mark))
     assert result.returncode == 0, result.stderr
     folder = attempt_files(tmp_path)
-    assert sorted((folder / "filtered_stdout.log").read_text().splitlines()) == ["out 0 1"]
+    filtered_out = (folder / "filtered_stdout.log").read_text().splitlines()
+    assert sorted(filtered_out) == ["[default0]:out 0 1"]  # prefixed, as torchrun writes them
     assert sorted((folder / "filtered_stderr.log").read_text().splitlines()) == [
-        "err 0 0",
-        "err 0 1",
+        "[default0]:err 0 0",
+        "[default0]:err 0 1",
     ]
 
 

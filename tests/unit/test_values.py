@@ -63,7 +63,9 @@ def test_ranks_filter() -> None:
 
 def test_filters_double_comma_is_a_literal_comma() -> None:
     assert parse_filters("apple,,pie,orange") == ("apple,pie", "orange")
-    assert parse_filters("") == ()
+    assert parse_filters("x,") == ("x", "")
+    assert parse_filters("") == ("",)
+    assert parse_filters(None) == ()
 
 
 @pytest.mark.parametrize(

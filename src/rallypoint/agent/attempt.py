@@ -172,7 +172,7 @@ class Attempt:
         if (redirected or teed or not shown) and slot.files.folder is not None:
             sinks.append(FileSink(slot.files.path(name)))
         if teed:
-            sinks.extend(self._duplicate_sink(mask))
+            sinks.extend(self._duplicate_sink(mask, self._prefix(slot)))
         if teed and shown:
             sinks.append(ConsoleSink(console_fd, self._prefix(slot)))
         elif shown and not redirected:
@@ -185,7 +185,7 @@ class Attempt:
         self._pumps.append(await pump_pipe(read_fd, sinks))
         return write_fd
 
-    def _duplicate_sink(self, mask: StdMask) -> list[LineSink]:
+    def _duplicate_sink(self, mask: StdMask, prefix: bytes) -> list[LineSink]:
         config = self.job.config
         filters = (
             config.duplicate_stdout_filters
@@ -195,7 +195,7 @@ class Attempt:
         if not filters or self.dir is None:
             return []
         name = "filtered_stdout.log" if mask is StdMask.OUT else "filtered_stderr.log"
-        return [FilteredFileSink(str(self.dir / name), filters)]
+        return [FilteredFileSink(str(self.dir / name), filters, prefix)]
 
     def _payload(self, slot: Slot) -> str | None:
         if self.job.entrypoint.kind is not EntrypointKind.CALLABLE:

@@ -140,12 +140,10 @@ FLAGS: tuple[Flag, ...] = (
         "--duplicate-stdout-filters",
         "Copy tee'd stdout lines containing any of these "
         "comma-separated strings (,, for a comma) to filtered_stdout.log.",
-        default="",
     ),
     _flag(
         "--duplicate-stderr-filters",
         "The same for stderr, into filtered_stderr.log.",
-        default="",
     ),
     _flag("--node-rank", "This node's rank (static rendezvous only).", default=0, convert=int),
     _flag(

@@ -37,8 +37,10 @@ def _configure(argv: Sequence[str], environ: Mapping[str, str]) -> Launch:
     launch = build_launch(raw, environ, SystemDevices(environ))
     backend = launch.config.rdzv_backend
     if launch.config.max_nodes > 1 and backend not in ("c10d", "static"):
-        raise ConfigError(f"--rdzv-backend={backend} is not available yet in this version "
-                          "of rallypoint; use c10d or static")
+        raise ConfigError(
+            f"--rdzv-backend={backend} is not available yet in this version "
+            "of rallypoint; use c10d or static"
+        )
     return launch
 
 

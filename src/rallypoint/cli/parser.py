@@ -42,8 +42,8 @@ class RawArgs:
     redirects: str
     tee: str
     local_ranks_filter: str
-    duplicate_stdout_filters: str
-    duplicate_stderr_filters: str
+    duplicate_stdout_filters: str | None
+    duplicate_stderr_filters: str | None
     node_rank: int
     master_addr: str
     master_port: int | None

@@ -25,7 +25,6 @@ from rallypoint.cli.values import (
 from rallypoint.config import Entrypoint, EntrypointKind, LaunchConfig
 from rallypoint.devices import DeviceCounter
 from rallypoint.errors import ConfigError
-from rallypoint.store import StoreSecretError, secret_from_env, secret_from_file
 
 DEFAULT_MASTER_PORT = 29500
 SECRET_ENV = "RALLYPOINT_SECRET"  # noqa: S105 - the variable name, not a secret
@@ -161,6 +160,10 @@ def _config(
 
 def _secret(conf: Mapping[str, str], environ: Mapping[str, str]) -> bytes | None:
     """The job's store secret: ``--rdzv-conf secret_file=PATH``, else ``$RALLYPOINT_SECRET``."""
+    if "secret_file" not in conf and not environ.get(SECRET_ENV):
+        return None
+    from rallypoint.store import StoreSecretError, secret_from_env, secret_from_file
+
     try:
         if "secret_file" in conf:
             return secret_from_file(conf["secret_file"])

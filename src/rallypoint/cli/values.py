@@ -75,13 +75,17 @@ def parse_ranks_filter(text: str) -> frozenset[int] | None:
         ) from None
 
 
-def parse_filters(text: str) -> tuple[str, ...]:
-    """``"a,b,,c"`` -> ("a", "b,c"): commas split, a doubled comma is a literal one."""
-    if not text:
+def parse_filters(text: str | None) -> tuple[str, ...]:
+    """``"a,b,,c"`` -> ("a", "b,c"): commas split, a doubled comma is a literal one.
+
+    As in torchrun, empty items are kept (``"x,"`` -> ("x", "")), and an empty
+    item matches every line; None (flag not given) means no filter.
+    """
+    if text is None:
         return ()
     placeholder = "\x00"
     pieces = text.replace(",,", placeholder).split(",")
-    return tuple(p.replace(placeholder, ",") for p in pieces if p)
+    return tuple(p.replace(placeholder, ",") for p in pieces)
 
 
 def parse_endpoint(text: str, default_port: int | None) -> tuple[str, int | None]:

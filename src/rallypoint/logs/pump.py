@@ -76,17 +76,20 @@ class FileSink:
 
 
 class FilteredFileSink(FileSink):
-    """Appends only the lines that contain one of ``filters`` (``--duplicate-*-filters``)."""
+    """Appends, with the console prefix, the lines that contain one of ``filters``.
 
-    def __init__(self, path: str, filters: tuple[str, ...]) -> None:
+    This is ``--duplicate-*-filters``; an empty filter matches every line.
+    """
+
+    def __init__(self, path: str, filters: tuple[str, ...], prefix: bytes) -> None:
         super().__init__(path)
         self._filters = tuple(f.encode() for f in filters)
+        self._prefix = prefix
 
     def write_lines(self, data: bytes) -> None:
         """Keep the matching lines of the batch."""
-        kept = [
-            line for line in data.splitlines(keepends=True) if any(f in line for f in self._filters)
-        ]
+        lines = data.splitlines(keepends=True)
+        kept = [self._prefix + line for line in lines if any(f in line for f in self._filters)]
         if kept:
             super().write_lines(b"".join(kept))
 

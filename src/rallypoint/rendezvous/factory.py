@@ -20,17 +20,18 @@ import logging
 import os
 import socket
 import uuid
+from typing import TYPE_CHECKING
 
 from rallypoint.clock import Clock
 from rallypoint.config import LaunchConfig
 from rallypoint.errors import ConfigError, RendezvousLostError
 from rallypoint.rendezvous.base import Rendezvous
-from rallypoint.rendezvous.dynamic import StoreRendezvous, Timeouts
-from rallypoint.rendezvous.machine import Settings
-from rallypoint.rendezvous.ports import PortReservation
-from rallypoint.rendezvous.records import NodeRecord
 from rallypoint.rendezvous.single import SingleNodeRendezvous
-from rallypoint.store import StoreAuthError, StoreClient, StoreConnectionError, StoreServer
+
+if TYPE_CHECKING:
+    from rallypoint.rendezvous.dynamic import Timeouts
+    from rallypoint.rendezvous.machine import Settings
+    from rallypoint.store import StoreClient, StoreServer
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ def _conf_float(config: LaunchConfig, key: str, default: float) -> float:
 
 
 def timeouts_of(config: LaunchConfig) -> Timeouts:
+    from rallypoint.rendezvous.dynamic import Timeouts
+
     """Timeouts from ``--rdzv-conf``: torchrun's keys, ``lease_ttl``, ``exit_barrier_timeout``."""
     base = Timeouts()
     return Timeouts(
@@ -95,6 +98,8 @@ def route_address(host: str, port: int) -> str:
 
 
 async def _try_host(config: LaunchConfig, host: str, port: int) -> StoreServer | None:
+    from rallypoint.store import StoreServer
+
     explicit = _explicit_is_host(config)
     if config.rdzv_backend == "static":
         explicit = config.node_rank == 0
@@ -116,6 +121,8 @@ async def _try_host(config: LaunchConfig, host: str, port: int) -> StoreServer |
 async def _connect(
     config: LaunchConfig, host: str, port: int, join_timeout: float, clock: Clock
 ) -> StoreClient:
+    from rallypoint.store import StoreAuthError, StoreClient, StoreConnectionError
+
     deadline = clock.monotonic() + join_timeout
     while True:
         try:
@@ -136,15 +143,25 @@ async def _connect(
 
 
 def _settings(config: LaunchConfig, timeouts: Timeouts) -> Settings:
+    from rallypoint.rendezvous.machine import Settings
+
     static = config.rdzv_backend == "static"
     low = config.max_nodes if static else config.min_nodes
     return Settings(low, config.max_nodes, timeouts.last_call, static)
 
 
 async def open_rendezvous(config: LaunchConfig, host_name: str, clock: Clock) -> Rendezvous:
-    """The rendezvous for ``config``, connected and ready to join a round."""
+    """The rendezvous for ``config``, connected and ready to join a round.
+
+    The store and the multi-node machinery are imported only when needed: a
+    single-node launch never pays for them.
+    """
     if config.max_nodes == 1:
         return SingleNodeRendezvous(config, host_name)
+    from rallypoint.rendezvous.dynamic import StoreRendezvous
+    from rallypoint.rendezvous.ports import PortReservation
+    from rallypoint.rendezvous.records import NodeRecord
+
     if config.rdzv_backend not in ("c10d", "static"):
         raise ConfigError(f"--rdzv-backend={config.rdzv_backend} is not available yet")
     host, port = _endpoint(config)

@@ -1,0 +1,1 @@
+"""Compatibility tests: rallypoint against the real torchrun, side by side."""

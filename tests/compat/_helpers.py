@@ -1,0 +1,124 @@
+"""Run the real torchrun and rallypoint side by side, in a controlled environment.
+
+Both launchers are started as ``sys.executable -m torch.distributed.run`` and
+``sys.executable -m rallypoint`` with an environment built from scratch (see
+:func:`base_env`), never from the test process's own ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+REPO = Path(__file__).resolve().parents[2]
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
+RALLYPOINT = (sys.executable, "-m", "rallypoint")
+LAUNCHERS = {"torchrun": TORCHRUN, "rallypoint": RALLYPOINT}
+
+# The variable tests/conftest.py's ``mark`` fixture looks for in /proc/*/environ
+# to find processes a test left behind. Both launchers get the same value.
+MARK = "RALLYPOINT_TEST_MARK"
+
+
+def base_env(tmpdir: Path, mark: str, **extra: str) -> dict[str, str]:
+    """The minimal launcher environment: PATH, HOME, TMPDIR and the leak marker."""
+    env = {
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/bin", "/bin"]),
+        "HOME": os.environ.get("HOME", "/root"),
+        "TMPDIR": str(tmpdir),
+        MARK: mark,
+    }
+    env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one launcher run ended."""
+
+    launcher: str
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.launcher} exited {self.returncode}\n--- stdout\n{self.stdout[-4000:]}"
+            f"\n--- stderr\n{self.stderr[-4000:]}"
+        )
+
+
+def run_both(
+    args: Sequence[str],
+    envs: Mapping[str, Mapping[str, str]],
+    cwd: Path,
+    *,
+    concurrent: bool = True,
+    timeout: float = 150,
+) -> dict[str, Outcome]:
+    """Run ``<launcher> ARGS`` for both launchers; ``envs`` maps launcher name -> env.
+
+    With ``concurrent`` both run at the same time (torchrun alone takes ~3 s to
+    start); otherwise torchrun first, then rallypoint (needed when both must
+    bind the same fixed port).
+    """
+    outcomes: dict[str, Outcome] = {}
+    if concurrent:
+        procs = {
+            name: subprocess.Popen(
+                [*LAUNCHERS[name], *args],
+                env=dict(envs[name]),
+                cwd=cwd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for name in LAUNCHERS
+        }
+        for name, proc in procs.items():
+            try:
+                out, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                for other in procs.values():
+                    other.kill()
+                    other.communicate()
+                raise
+            outcomes[name] = Outcome(name, proc.returncode, out, err)
+        return outcomes
+    for name in LAUNCHERS:
+        done = subprocess.run(
+            [*LAUNCHERS[name], *args],
+            env=dict(envs[name]),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        outcomes[name] = Outcome(name, done.returncode, done.stdout, done.stderr)
+    return outcomes
+
+
+def _split0(data: bytes) -> list[str]:
+    text = data.decode()
+    assert text.endswith("\0"), "NUL-terminated output expected"
+    return text[:-1].split("\0")
+
+
+def load_dumps(folder: Path) -> dict[int, dict[str, object]]:
+    """rank -> {"argv": [...], "env": {...}} from what the dump scripts wrote."""
+    dumps: dict[int, dict[str, object]] = {}
+    for path in folder.glob("rank*.json"):
+        dumps[int(path.stem.removeprefix("rank"))] = json.loads(path.read_text())
+    for path in folder.glob("rank*.env0"):
+        rank = int(path.stem.removeprefix("rank"))
+        env = dict(item.split("=", 1) for item in _split0(path.read_bytes()))
+        argv = _split0(path.with_suffix(".argv0").read_bytes())
+        dumps[rank] = {"argv": argv, "env": env}
+    return dumps
