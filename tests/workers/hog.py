@@ -1,0 +1,5 @@
+"""Allocate memory until the kernel's OOM killer ends this process."""
+
+chunks = []
+while True:
+    chunks.append(bytearray(32 * 2**20))
