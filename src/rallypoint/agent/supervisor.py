@@ -29,6 +29,7 @@ from rallypoint.agent.job import (
     SignalArrived,
     WorkerExited,
 )
+from rallypoint.agent.prestart import Prestart
 from rallypoint.agent.reporting import persist_failure
 from rallypoint.clock import Clock, SystemClock
 from rallypoint.errors import ChildFailedError, RendezvousClosedError, SignalReceived
@@ -68,17 +69,26 @@ class Supervisor:
     """Runs one node's part of a job to success, exhaustion or a signal."""
 
     def __init__(
-        self, job: Job, clock: Clock | None = None, early_signals: list[int] | None = None
+        self,
+        job: Job,
+        clock: Clock | None = None,
+        early_signals: list[int] | None = None,
+        prestarted: Prestart | None = None,
     ) -> None:
         self.job = job
         self._clock = clock or SystemClock()
         self._queue: asyncio.Queue[AgentEvent] = asyncio.Queue()
         self._early = early_signals if early_signals is not None else []
+        self._prestarted = prestarted
         self._cut_short: asyncio.Event | None = None
         self._signalled = asyncio.Event()
         self._installed: list[int] = []
         self._started_workers = False
-        self.layout = RunLayout.create(job.config.log_dir, job.config.run_id)
+        self.layout = (
+            prestarted.layout
+            if prestarted
+            else RunLayout.create(job.config.log_dir, job.config.run_id)
+        )
         self.events = EventLog.for_handler(
             job.config.event_log_handler, job.config.run_id, self.layout.run_dir
         )
@@ -93,10 +103,13 @@ class Supervisor:
             RendezvousError: the nodes could not (or can no longer) agree.
         """
         self._install_signals()
-        guardian = Guardian()
+        pre = self._prestarted
+        guardian = pre.guardian if pre else Guardian()
         try:
-            rendezvous = await self._race(
-                open_rendezvous(self.job.config, self.job.host, self._clock)
+            rendezvous: Rendezvous = (
+                pre.rendezvous
+                if pre
+                else await self._race(open_rendezvous(self.job.config, self.job.host, self._clock))
             )
             try:
                 return await self._recorded(guardian, rendezvous)
@@ -175,23 +188,36 @@ class Supervisor:
 
     async def _attempts(self, guardian: Guardian, rendezvous: Rendezvous) -> RunResult:
         rendezvous.listen(lambda: self._queue.put_nowait(RendezvousChanged()))
+        deps = AttemptDeps(guardian, self._queue, self._clock, self.events)
         number = 0
         while True:
-            signum = self._pending_signal()
-            if signum is not None:
-                raise SignalReceived(signum, before_workers=not self._started_workers)
-            self._signalled.clear()
-            rdzv = await self._race(rendezvous.next_round())
-            deps = AttemptDeps(guardian, self._queue, self._clock, self.events)
-            attempt = Attempt(self.job, rdzv, number, rdzv.restarts, self.layout, deps)
-            self._started_workers = True
-            await attempt.start()
+            attempt = await self._next_attempt(rendezvous, deps, number)
             outcome = await self._watch(attempt, rendezvous)
             if outcome.ending is Ending.SUCCEEDED:
                 await self._race(rendezvous.finish())
-                return RunResult(attempt.return_values(), rdzv.restarts)
+                return RunResult(attempt.return_values(), attempt.restart_count)
             await self._after(outcome, rendezvous)
             number += 1
+
+    async def _next_attempt(
+        self, rendezvous: Rendezvous, deps: AttemptDeps, number: int
+    ) -> Attempt:
+        """Start (or, for a prestarted first attempt, adopt) the workers of ``number``."""
+        pre, self._prestarted = self._prestarted, None
+        if pre is not None:
+            attempt = Attempt(self.job, pre.rdzv, number, self.layout, deps)
+            self._started_workers = True
+            await attempt.adopt(pre.prepared)
+            return attempt
+        signum = self._pending_signal()
+        if signum is not None:
+            raise SignalReceived(signum, before_workers=not self._started_workers)
+        self._signalled.clear()
+        rdzv = await self._race(rendezvous.next_round())
+        attempt = Attempt(self.job, rdzv, number, self.layout, deps)
+        self._started_workers = True
+        await attempt.start()
+        return attempt
 
     async def _after(self, outcome: Outcome, rendezvous: Rendezvous) -> None:
         """Decide, after a failed or interrupted attempt, whether to go on."""

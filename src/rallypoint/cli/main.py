@@ -8,7 +8,6 @@ started ends the launcher by that same signal, as torchrun's death does.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -16,10 +15,11 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from rallypoint.agent.job import Job
-from rallypoint.agent.supervisor import Supervisor
+from rallypoint.agent.prestart import prestart
 from rallypoint.cli import output
 from rallypoint.cli.parser import parse_args
 from rallypoint.cli.settings import Launch, build_launch
+from rallypoint.clock import SystemClock
 from rallypoint.config import LaunchConfig
 from rallypoint.devices import SystemDevices
 from rallypoint.errors import (
@@ -65,7 +65,13 @@ def _run(launch: Launch, early: list[int]) -> int:
         launch.worker_base_env,
         host=launch.config.local_addr or socket.getfqdn(),
     )
-    supervisor = Supervisor(job, early_signals=early)
+    clock = SystemClock()
+    started = prestart(job, clock, early)  # before the heavy imports below, on purpose
+    import asyncio
+
+    from rallypoint.agent.supervisor import Supervisor
+
+    supervisor = Supervisor(job, clock, early_signals=early, prestarted=started)
     try:
         asyncio.run(supervisor.run())
     except ChildFailedError as failure:

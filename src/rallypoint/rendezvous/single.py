@@ -9,11 +9,14 @@ the same for every round, as torchrun's does.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rallypoint.config import LaunchConfig
-from rallypoint.rendezvous.machine import Change, RunningDecision
 from rallypoint.rendezvous.ports import PortReservation
 from rallypoint.rendezvous.result import RendezvousResult
+
+if TYPE_CHECKING:
+    from rallypoint.rendezvous.machine import RunningDecision
 
 
 class SingleNodeRendezvous:
@@ -29,6 +32,10 @@ class SingleNodeRendezvous:
 
     async def next_round(self) -> RendezvousResult:
         """The next round: this node alone."""
+        return self.round_now()
+
+    def round_now(self) -> RendezvousResult:
+        """The next round, without waiting for anything (there is nothing to wait for)."""
         nproc = self._config.nproc_per_node
         result = RendezvousResult(
             round=self._round,
@@ -50,6 +57,8 @@ class SingleNodeRendezvous:
 
     def running_decision(self) -> RunningDecision:
         """Always keep running."""
+        from rallypoint.rendezvous.machine import Change, RunningDecision
+
         return RunningDecision(Change.KEEP)
 
     async def spend_restart(self) -> int:
@@ -65,4 +74,8 @@ class SingleNodeRendezvous:
 
     async def close(self) -> None:
         """Release the reserved port."""
+        self.release()
+
+    def release(self) -> None:
+        """Release the reserved port (callable without an event loop)."""
         self._ports.release()

@@ -15,7 +15,7 @@ import signal
 from collections.abc import Callable, Sequence
 
 from rallypoint.workers.guardian import Guardian
-from rallypoint.workers.process import SpawnRequest, WorkerProcess, describe_signal
+from rallypoint.workers.process import WorkerProcess, describe_signal
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +30,13 @@ class WorkerGroup:
         self._changed = asyncio.Event()
         self.killed: list[WorkerProcess] = []
 
-    def start(self, requests: Sequence[SpawnRequest]) -> None:
-        """Spawn every worker; a worker that cannot start raises LaunchError."""
+    def adopt(self, workers: Sequence[WorkerProcess]) -> None:
+        """Watch already spawned workers (their exits may even have happened already)."""
         loop = asyncio.get_running_loop()
-        for request in requests:
-            worker = WorkerProcess.spawn(request)
-            self._guardian.watch(worker.pid)
+        for worker in workers:
             worker.watch_exit(loop, self._exited)
             self.workers.append(worker)
-            logger.debug("started local rank %d as pid %d", request.local_rank, worker.pid)
+            logger.debug("watching local rank %d, pid %d", worker.request.local_rank, worker.pid)
 
     def _exited(self, worker: WorkerProcess) -> None:
         self._changed.set()

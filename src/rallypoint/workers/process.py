@@ -9,7 +9,6 @@ event loop calls back; nothing polls.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -17,9 +16,13 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rallypoint.errors import LaunchError
 from rallypoint.workers.exit_status import ExitStatus
+
+if TYPE_CHECKING:
+    import asyncio
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,167 @@
+"""Prepare and spawn one attempt's workers, without an event loop.
+
+Design note: start-up time is a product feature. A single-node launch knows
+everything its first workers need as soon as the command line is parsed, so
+the launcher spawns them from here, before it imports asyncio and the rest of
+the agent; those imports then overlap the workers' own interpreter start-up.
+The event loop later adopts the running workers: their pidfds and pipes are
+attached then (the kernel keeps exits and output until someone reads them).
+
+Stream wiring, per worker and stream (contract §6, with our fixes):
+- stdout neither redirected, tee'd nor filtered: inherited (no cost at all);
+- otherwise a pipe pumped to the file (redirect, tee, or a filtered rank whose
+  output torchrun would drop) and, when tee'd and shown, to the console with a
+  ``[role<local_rank>]:`` prefix;
+- stderr is always a pipe, so that its last lines reach the failure summary
+  whatever the settings.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle  # the callable hand-off to our own local child; see function_child
+import string
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rallypoint.agent.job import Job
+from rallypoint.agent.worker_env import WorkerPlace, worker_env
+from rallypoint.clock import Clock
+from rallypoint.config import EntrypointKind, StdMask
+from rallypoint.failures.oom import oom_kill_count
+from rallypoint.logs.layout import WorkerFiles
+from rallypoint.logs.sinks import ConsoleSink, FileSink, FilteredFileSink, LineSink, TailSink
+from rallypoint.rendezvous.result import RendezvousResult
+from rallypoint.workers.command import substitute_local_rank_any, worker_argv
+from rallypoint.workers.guardian import Guardian
+from rallypoint.workers.process import SpawnRequest, WorkerProcess
+
+DEFAULT_PREFIX = "[${role_name}${local_rank}]:"
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """What an attempt keeps about one local rank."""
+
+    local_rank: int
+    global_rank: int
+    files: WorkerFiles
+    tail: TailSink
+    work_dir: str  # where a callable's payload and result live
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One attempt's workers, ready to spawn or spawned."""
+
+    slots: dict[int, Slot] = field(default_factory=dict)
+    requests: list[SpawnRequest] = field(default_factory=list)
+    pipes: list[tuple[int, list[LineSink]]] = field(default_factory=list)  # read fd, sinks
+    workers: list[WorkerProcess] = field(default_factory=list)
+    oom_count_at_start: int | None = None
+    started_at: float = 0.0  # monotonic time of the spawn
+
+
+class Launchpad:
+    """Builds the environment, command and streams of each local worker, and spawns them."""
+
+    def __init__(
+        self, job: Job, rdzv: RendezvousResult, restart_count: int, attempt_dir: Path | None
+    ) -> None:
+        self.job, self.rdzv, self.restart_count, self.dir = job, rdzv, restart_count, attempt_dir
+        self.prepared = Prepared(oom_count_at_start=oom_kill_count())
+
+    def launch(self, guardian: Guardian, clock: Clock) -> Prepared:
+        """Prepare every local worker and spawn it; the parent's pipe ends are closed after."""
+        for local_rank in range(self.job.config.nproc_per_node):
+            self.prepared.requests.append(self._prepare(local_rank))
+        self.prepared.started_at = clock.monotonic()
+        try:
+            for request in self.prepared.requests:
+                worker = WorkerProcess.spawn(request)
+                guardian.watch(worker.pid)
+                self.prepared.workers.append(worker)
+        finally:
+            for request in self.prepared.requests:
+                for fd in (request.stdout, request.stderr):
+                    if fd is not None:
+                        os.close(fd)
+        return self.prepared
+
+    def _prepare(self, local_rank: int) -> SpawnRequest:
+        files = WorkerFiles.create(self.dir, local_rank)
+        work_dir = str(files.folder) if files.folder is not None else _scratch()
+        slot = Slot(local_rank, self.rdzv.base_rank + local_rank, files, TailSink(), work_dir)
+        self.prepared.slots[local_rank] = slot
+        place = WorkerPlace(local_rank, self.restart_count, files.path("error.json"))
+        env = worker_env(self.job.config, self.rdzv, place, self.job.base_env)
+        argv = worker_argv(self.job.entrypoint, local_rank, self.job.base_env, self._payload(slot))
+        stdout = self._stream(slot, StdMask.OUT, 1, [])
+        stderr = self._stream(slot, StdMask.ERR, 2, [slot.tail])
+        return SpawnRequest(local_rank, argv, env, stdout, stderr)
+
+    def _prefix(self, slot: Slot) -> bytes:
+        template = self.job.config.log_line_prefix_template or DEFAULT_PREFIX
+        return (
+            string.Template(template)
+            .safe_substitute(
+                role_name=self.job.config.role, rank=slot.global_rank, local_rank=slot.local_rank
+            )
+            .encode()
+        )
+
+    def _stream(
+        self, slot: Slot, mask: StdMask, console_fd: int, sinks: list[LineSink]
+    ) -> int | None:
+        config = self.job.config
+        redirected = bool(config.redirects.for_rank(slot.local_rank) & mask)
+        teed = bool(config.tee.for_rank(slot.local_rank) & mask)
+        shown = config.local_ranks_filter is None or slot.local_rank in config.local_ranks_filter
+        name = "stdout.log" if mask is StdMask.OUT else "stderr.log"
+        if (redirected or teed or not shown) and slot.files.folder is not None:
+            sinks.append(FileSink(slot.files.path(name)))
+        if teed:
+            sinks.extend(self._duplicate_sink(mask, self._prefix(slot)))
+        if teed and shown:
+            sinks.append(ConsoleSink(console_fd, self._prefix(slot)))
+        elif shown and not redirected:
+            if not sinks:
+                return None  # plain inherited stream
+            sinks.append(ConsoleSink(console_fd))
+        if not sinks:
+            return os.open(os.devnull, os.O_WRONLY)
+        read_fd, write_fd = os.pipe()
+        self.prepared.pipes.append((read_fd, sinks))
+        return write_fd
+
+    def _duplicate_sink(self, mask: StdMask, prefix: bytes) -> list[LineSink]:
+        config = self.job.config
+        filters = (
+            config.duplicate_stdout_filters
+            if mask is StdMask.OUT
+            else config.duplicate_stderr_filters
+        )
+        if not filters or self.dir is None:
+            return []
+        name = "filtered_stdout.log" if mask is StdMask.OUT else "filtered_stderr.log"
+        return [FilteredFileSink(str(self.dir / name), filters, prefix)]
+
+    def _payload(self, slot: Slot) -> str | None:
+        if self.job.entrypoint.kind is not EntrypointKind.CALLABLE:
+            return None
+        path = os.path.join(slot.work_dir, "call.pickle")
+        args = substitute_local_rank_any(self.job.call_args, slot.local_rank)
+        main = getattr(sys.modules.get("__main__"), "__file__", None)
+        with open(path, "wb") as out:
+            pickle.dump({"sys_path": sys.path, "main_path": main}, out)
+            pickle.dump(
+                (self.job.entrypoint.function, args, os.path.join(slot.work_dir, "result.pickle")),
+                out,
+            )
+        return path
+
+
+def _scratch() -> str:
+    return tempfile.mkdtemp(prefix="rallypoint_call_")
