@@ -19,9 +19,23 @@ def _remember(signum: int, _frame: object) -> None:
 
 
 def entry() -> None:
-    """Console-script entry point: exit with what :func:`main` returns."""
+    """Console-script entry point: exit with what :func:`main` returns.
+
+    The launcher leaves with ``os._exit`` once its output is flushed: by then
+    every worker is gone and every file closed, and tearing down the
+    interpreter's objects one by one would only delay the exit.
+    """
     for sig in _EARLY_SIGNALS:
         signal.signal(sig, _remember)
     from rallypoint.cli.main import main
 
-    sys.exit(main(sys.argv[1:], early_signals=_caught))
+    code = main(sys.argv[1:], early_signals=_caught)
+    import contextlib
+    import logging
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
