@@ -24,7 +24,13 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rallypoint.rendezvous.records import ClosedRecord, NodeRecord, RoundRecord
+from rallypoint.rendezvous.records import (
+    Assignment,
+    ClosedRecord,
+    NodeRecord,
+    RoundHeader,
+    RoundRecord,
+)
 from rallypoint.rendezvous.result import RendezvousResult
 
 
@@ -47,19 +53,24 @@ class View:
     last_round: RoundRecord | None = None
     closed: ClosedRecord | None = None
     restarts: int = 0
+    counts: Mapping[int, int] | None = None  # joins per round, if the caller keeps them
 
     def joined(self, target: int) -> list[NodeRecord]:
         """Live nodes waiting for round ``target``."""
         return [self.nodes[n] for n, r in self.joins.items() if r == target and n in self.nodes]
 
+    def count_joined(self, target: int) -> int:
+        """How many live nodes wait for round ``target`` (O(1) when ``counts`` is kept)."""
+        if self.counts is not None:
+            return self.counts.get(target, 0)
+        return len(self.joined(target))
+
 
 class Step(enum.Enum):
-    """What a joining node should do next."""
+    """What the coordinator should do about the round being formed."""
 
     WAIT = "wait"  # for a change in the store, or until ``deadline``
-    COMPLETE = "complete"  # try to write ``record`` with compare-and-set
-    JOINED = "joined"  # ``record`` is the round this node is in
-    RETARGET = "retarget"  # the round filled without us: join ``target``
+    COMPLETE = "complete"  # write ``record``: the round is formed
     CLOSED = "closed"  # the job is over
 
 
@@ -71,11 +82,6 @@ class JoinDecision:
     record: RoundRecord | None = None
     deadline: float | None = None
     target: int = 0
-
-
-def next_target(view: View) -> int:
-    """The round a node joining now should ask for."""
-    return 0 if view.last_round is None else view.last_round.round + 1
 
 
 def _ordered(
@@ -101,51 +107,29 @@ def _static_ready(candidates: list[NodeRecord], settings: Settings) -> bool:
     return ranks == list(range(settings.max_nodes))
 
 
-def decide_join(
-    view: View, me: str, target: int, settings: Settings, min_reached_at: float | None, now: float
+def decide_round(
+    view: View, target: int, settings: Settings, min_reached_at: float | None, now: float
 ) -> JoinDecision:
-    """Decide the next step of node ``me`` joining round ``target``.
+    """Decide whether round ``target`` can complete now (the coordinator's question).
 
-    Args:
-        view: the store as this node last saw it.
-        me: this node's id.
-        target: the round this node asked to join.
-        settings: MIN/MAX, last call, static or not.
-        min_reached_at: when this node first saw MIN nodes joined for ``target``.
-        now: the current monotonic time.
+    Costs O(1) per call while the round is not ready (with ``view.counts``), so
+    a coordinator can ask after every change even with thousands of nodes.
     """
     if view.closed is not None:
         return JoinDecision(Step.CLOSED)
-    last = view.last_round
-    if last is not None and last.round >= target:
-        if last.round == target and last.rank_of(me) is not None:
-            return JoinDecision(Step.JOINED, record=last)
-        return JoinDecision(Step.RETARGET, target=last.round + 1)
-    candidates = view.joined(target)
+    count = view.count_joined(target)
     if settings.static:
-        ready = _static_ready(candidates, settings)
-        return JoinDecision(
-            Step.COMPLETE if ready else Step.WAIT,
-            record=_record(view, target, candidates, settings) if ready else None,
-        )
-    return _dynamic(view, target, candidates, settings, min_reached_at, now)
-
-
-def _dynamic(
-    view: View,
-    target: int,
-    candidates: list[NodeRecord],
-    settings: Settings,
-    min_reached_at: float | None,
-    now: float,
-) -> JoinDecision:
-    count = len(candidates)
+        candidates = view.joined(target) if count >= settings.max_nodes else []
+        if candidates and _static_ready(candidates, settings):
+            return JoinDecision(Step.COMPLETE, record=_record(view, target, candidates, settings))
+        return JoinDecision(Step.WAIT)
     if count < settings.min_nodes:
         return JoinDecision(Step.WAIT)
     everyone = view.last_round is not None and count == len(view.nodes)
     deadline = (min_reached_at if min_reached_at is not None else now) + settings.last_call_timeout
     if count >= settings.max_nodes or everyone or now >= deadline:
-        return JoinDecision(Step.COMPLETE, record=_record(view, target, candidates, settings))
+        record = _record(view, target, view.joined(target), settings)
+        return JoinDecision(Step.COMPLETE, record=record)
     return JoinDecision(Step.WAIT, deadline=deadline)
 
 
@@ -188,29 +172,45 @@ def done_round(view_done: Mapping[str, bool], current: RoundRecord) -> bool:
     return all(view_done.get(m.node_id, False) for m in current.members)
 
 
-def place_in(record: RoundRecord, node_id: str, master_addr: str | None = None) -> RendezvousResult:
-    """This node's ranks in a completed round (contract §3.2: blocks in group-rank order).
+def assignments(record: RoundRecord) -> dict[str, Assignment]:
+    """Every member's place in ``record``, in one pass (contract §3.2)."""
+    role_totals: dict[str, int] = {}
+    for member in record.members:
+        role_totals[member.role] = role_totals.get(member.role, 0) + member.nproc
+    placed: dict[str, Assignment] = {}
+    base, role_base = 0, dict.fromkeys(role_totals, 0)
+    for rank, member in enumerate(record.members):
+        placed[member.node_id] = Assignment(
+            rank, base, role_base[member.role], role_totals[member.role]
+        )
+        base += member.nproc
+        role_base[member.role] += member.nproc
+    return placed
 
-    Args:
-        record: the completed round.
-        node_id: this node.
-        master_addr: overrides the rank-0 node's address (static: ``--master-addr``).
-    """
-    rank = record.rank_of(node_id)
-    if rank is None:
-        raise ValueError(f"{node_id} is not a member of round {record.round}")
-    me = record.members[rank]
-    before = record.members[:rank]
-    same_role = [m for m in record.members if m.role == me.role]
+
+def header_of(record: RoundRecord, master_addr: str | None = None) -> RoundHeader:
+    """The small header every node watches."""
+    return RoundHeader(
+        record.round,
+        len(record.members),
+        sum(m.nproc for m in record.members),
+        master_addr or record.master.addr,
+        record.master.port,
+        record.restarts,
+    )
+
+
+def result_from(header: RoundHeader, assignment: Assignment) -> RendezvousResult:
+    """This node's view of a round, from the header and its own assignment."""
     return RendezvousResult(
-        round=record.round,
-        group_rank=rank,
-        group_world_size=len(record.members),
-        base_rank=sum(m.nproc for m in before),
-        world_size=sum(m.nproc for m in record.members),
-        base_role_rank=sum(m.nproc for m in before if m.role == me.role),
-        role_world_size=sum(m.nproc for m in same_role),
-        master_addr=master_addr or record.master.addr,
-        master_port=record.master.port,
-        restarts=record.restarts,
+        round=header.round,
+        group_rank=assignment.group_rank,
+        group_world_size=header.size,
+        base_rank=assignment.base_rank,
+        world_size=header.world_size,
+        base_role_rank=assignment.base_role_rank,
+        role_world_size=assignment.role_world_size,
+        master_addr=header.master_addr,
+        master_port=header.master_port,
+        restarts=header.restarts,
     )

@@ -1,10 +1,14 @@
-"""A local copy of the store's rendezvous keys, kept current by one watch.
+"""A local copy of some of the store's keys, kept current by watches.
 
-The mirror reads every key once, then applies the watch's pushed changes in
-revision order: nobody polls. Each change wakes whoever waits on it and calls
-the listener (the supervisor's queue), and :meth:`StoreMirror.view` turns the
-keys into a :class:`~rallypoint.rendezvous.machine.View` for the pure machine.
-A record this version cannot read is logged and ignored, never trusted.
+The mirror reads its prefixes once, then applies the watches' pushed changes in
+revision order: nobody polls. Each change wakes whoever waits and calls the
+listener (the supervisor's queue). Node and join records are parsed once, when
+they change, and joins are counted per round, so a coordinator's question
+"can this round complete?" costs O(1) however many nodes there are. A record
+this version cannot read is logged and ignored, never trusted.
+
+Most nodes mirror only the few small keys every node needs
+(:data:`LIGHT_PREFIXES`); the coordinator also mirrors every node's records.
 """
 
 from __future__ import annotations
@@ -12,116 +16,159 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from rallypoint.rendezvous.machine import View
 from rallypoint.rendezvous.records import (
     CLOSED_KEY,
+    COORDINATOR_KEY,
     DONE_PREFIX,
     JOIN_PREFIX,
     NODE_PREFIX,
+    RERUN_KEY,
     RESTARTS_KEY,
     ROUND_KEY,
+    WAITING_KEY,
+    ClosedRecord,
+    NodeRecord,
     RendezvousStateError,
-    decode_closed,
+    RoundRecord,
     decode_join,
     decode_node,
-    decode_round,
 )
 from rallypoint.store import RevisionCompactedError, StoreClient, StoreError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+LIGHT_PREFIXES = (ROUND_KEY, CLOSED_KEY, COORDINATOR_KEY, RERUN_KEY, RESTARTS_KEY, WAITING_KEY)
+FULL_PREFIXES = (*LIGHT_PREFIXES, NODE_PREFIX, JOIN_PREFIX, DONE_PREFIX)
+
 
 class StoreMirror:
-    """Every key of the job's store, as last pushed by the server."""
+    """The keys under some prefixes, as last pushed by the store."""
 
-    def __init__(self, client: StoreClient) -> None:
+    def __init__(self, client: StoreClient, prefixes: Sequence[str] = LIGHT_PREFIXES) -> None:
         self._client = client
+        self._prefixes = tuple(prefixes)
         self.keys: dict[str, str] = {}
         self.revisions: dict[str, int] = {}
+        self.nodes: dict[str, NodeRecord] = {}
+        self.joins: dict[str, int] = {}
+        self.counts: Counter[int] = Counter()
+        self.done_counts: Counter[int] = Counter()
         self.changed = asyncio.Event()
+        self.version = 0  # bumped on every change: a waiter that did I/O misses nothing
         self.lost: StoreError | None = None
         self.listener: Callable[[], None] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Read everything, then follow the watch from a task this mirror owns."""
-        start = await self._reload()
-        self._task = asyncio.create_task(self._follow(start), name="rendezvous-mirror")
+        """Read every prefix, then follow each from a task this mirror owns."""
+        for prefix in self._prefixes:
+            start = await self._reload(prefix)
+            self._tasks.append(
+                asyncio.create_task(self._follow(prefix, start), name=f"mirror-{prefix}")
+            )
 
-    async def _reload(self) -> int:
-        snapshot = await self._client.range("")
-        self.keys = {kv.key: kv.value for kv in snapshot.entries}
-        self.revisions = {kv.key: kv.revision for kv in snapshot.entries}
+    async def _reload(self, prefix: str) -> int:
+        snapshot = await self._client.range(prefix)
+        for key in [k for k in self.keys if k.startswith(prefix)]:
+            self._apply(key, None, 0)
+        for kv in snapshot.entries:
+            self._apply(kv.key, kv.value, kv.revision)
         return snapshot.revision + 1
 
-    async def _follow(self, start: int) -> None:
+    async def _follow(self, prefix: str, start: int) -> None:
         while True:
             try:
-                await self._apply_watch(start)
+                async for event in await self._client.watch(prefix, start_revision=start):
+                    self._apply(event.key, event.value, event.revision)
+                    start = event.revision + 1
+                    self._notify()
+                return
             except RevisionCompactedError:
-                start = await self._reload()
+                start = await self._reload(prefix)
                 self._notify()
             except StoreError as exc:
                 self.lost = exc
                 self._notify()
                 return
 
-    async def _apply_watch(self, start: int) -> None:
-        async for event in await self._client.watch("", start_revision=start):
-            if event.value is None:
-                self.keys.pop(event.key, None)
-                self.revisions.pop(event.key, None)
-            else:
-                self.keys[event.key] = event.value
-                self.revisions[event.key] = event.revision
-            start = event.revision + 1
-            self._notify()
+    def _apply(self, key: str, value: str | None, revision: int) -> None:
+        if key.startswith(DONE_PREFIX):
+            self._count_done(key, value)
+        if value is None:
+            self.keys.pop(key, None)
+            self.revisions.pop(key, None)
+        else:
+            self.keys[key] = value
+            self.revisions[key] = revision
+        if key.startswith(NODE_PREFIX):
+            self._set(self.nodes, key[len(NODE_PREFIX) :], value, decode_node)
+        elif key.startswith(JOIN_PREFIX):
+            self._set_join(key[len(JOIN_PREFIX) :], value)
+
+    def _count_done(self, key: str, value: str | None) -> None:
+        round_text = key[len(DONE_PREFIX) :].partition("/")[0]
+        if not round_text.isdigit() or (key in self.keys) == (value is not None):
+            return
+        self.done_counts[int(round_text)] += 1 if value is not None else -1
+
+    def _set(
+        self, table: dict[str, T], name: str, value: str | None, parse: Callable[[str], T]
+    ) -> None:
+        table.pop(name, None)
+        if value is not None:
+            with contextlib.suppress(RendezvousStateError):
+                table[name] = parse(value)
+
+    def _set_join(self, name: str, value: str | None) -> None:
+        old = self.joins.get(name)
+        if old is not None:
+            self.counts[old] -= 1
+        self._set(self.joins, name, value, decode_join)
+        new = self.joins.get(name)
+        if new is not None:
+            self.counts[new] += 1
 
     def _notify(self) -> None:
+        self.version += 1
         self.changed.set()
         if self.listener is not None:
             self.listener()
 
-    async def wait_change(self, timeout: float | None) -> None:
-        """Wait until the next change (or ``timeout`` seconds)."""
+    def mark_lost(self, error: StoreError) -> None:
+        """Record that this node lost the store (e.g. its lease), and tell whoever listens."""
+        self.lost = error
+        self._notify()
+
+    async def wait_change(self, timeout: float | None, since: int | None = None) -> None:
+        """Wait until the next change (or ``timeout`` seconds).
+
+        Args:
+            timeout: seconds to wait at most; None waits for a change.
+            since: a :attr:`version` read before the caller last looked; if the
+                mirror changed after it, return at once.
+        """
+        if since is not None and since != self.version:
+            return
         self.changed.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.changed.wait(), timeout)
 
     async def close(self) -> None:
         """Stop following the store."""
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
-    def _parsed(self, prefix: str, parse: Callable[[str], T]) -> dict[str, T]:
-        found: dict[str, T] = {}
-        for key, value in self.keys.items():
-            if key.startswith(prefix):
-                try:
-                    found[key[len(prefix) :]] = parse(value)
-                except RendezvousStateError as exc:
-                    logger.warning("ignoring store key %s: %s", key, exc)
-        return found
-
-    def view(self) -> View:
-        """The store's rendezvous state as the machine reads it."""
-        nodes = self._parsed(NODE_PREFIX, decode_node)
-        joins = self._parsed(JOIN_PREFIX, decode_join)
-        return View(
-            nodes=nodes,
-            joins=joins,
-            last_round=self._one(ROUND_KEY, decode_round),
-            closed=self._one(CLOSED_KEY, decode_closed),
-            restarts=self._restarts(),
-        )
-
-    def _one(self, key: str, parse: Callable[[str], T]) -> T | None:
+    def one(self, key: str, parse: Callable[[str], T]) -> T | None:
+        """The parsed value of ``key``, or None (absent or unreadable)."""
         text = self.keys.get(key)
         if text is None:
             return None
@@ -131,13 +178,22 @@ class StoreMirror:
             logger.warning("ignoring store key %s: %s", key, exc)
             return None
 
-    def _restarts(self) -> int:
+    def restarts(self) -> int:
+        """The job-wide restart count."""
         try:
             return int(self.keys.get(RESTARTS_KEY, "0"))
         except ValueError:
             return 0
 
-    def done(self, round_number: int) -> set[str]:
-        """Nodes that reported success in ``round_number``."""
-        prefix = f"{DONE_PREFIX}{round_number}/"
-        return {k[len(prefix) :] for k in self.keys if k.startswith(prefix)}
+    def view(self, last_round: RoundRecord | None, closed: ClosedRecord | None) -> View:
+        """The coordinator's view: live nodes, joins and their counts, without copies.
+
+        A join whose node record is already gone (both vanish with their lease,
+        one event after the other) may be counted for a moment; the machine
+        only ever completes a round with nodes that are alive.
+        """
+        return View(self.nodes, self.joins, last_round, closed, self.restarts(), self.counts)
+
+    def done_count(self, round_number: int) -> int:
+        """How many nodes reported success in ``round_number``."""
+        return self.done_counts.get(round_number, 0)

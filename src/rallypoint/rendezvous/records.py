@@ -6,8 +6,15 @@ Keys (all under the store of one run id; see docs/rendezvous.md):
   reserved for worker rank 0). Bound to the node's lease: it exists exactly as
   long as the node's agent is alive and connected.
 - ``join/<node id>``: the round this node wants to be in next (also leased).
-- ``round``: the last completed round: its number, members in group-rank order,
-  where worker rank 0 listens, and the job-wide restart count.
+- ``coordinator``: the node that completes rounds (leased; taken over by
+  compare-and-set when its holder dies).
+- ``round``: a small header of the last completed round: number, sizes, where
+  worker rank 0 listens, the job-wide restart count. Every node watches it.
+- ``assign/<round>/<node id>``: one member's ranks in that round; each node
+  reads its own once, so a round costs O(nodes) traffic, not O(nodes^2).
+- ``members``: the last round's full member list (for the coordinator only).
+- ``rerun``: the coordinator asks every member of a round to restart, and why.
+- ``waiting``: the coordinator's note of who has joined the round being formed.
 - ``restarts``: the job-wide count of failure restarts (an atomic counter).
 - ``closed``: set once the job is over (succeeded or failed); later joins fail.
 - ``done/<round>/<node id>``: a node whose workers all succeeded in that round.
@@ -27,7 +34,12 @@ VERSION = 1
 NODE_PREFIX = "node/"
 JOIN_PREFIX = "join/"
 DONE_PREFIX = "done/"
+ASSIGN_PREFIX = "assign/"
 ROUND_KEY = "round"
+MEMBERS_KEY = "members"
+COORDINATOR_KEY = "coordinator"
+RERUN_KEY = "rerun"
+WAITING_KEY = "waiting"
 RESTARTS_KEY = "restarts"
 CLOSED_KEY = "closed"
 
@@ -187,3 +199,89 @@ def decode_closed(text: str) -> ClosedRecord:
     return ClosedRecord(
         str(data.get("reason", "")), str(data.get("by", "")), str(data.get("message", ""))
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RoundHeader:
+    """What every node needs to know of a completed round."""
+
+    round: int
+    size: int  # number of nodes
+    world_size: int
+    master_addr: str
+    master_port: int
+    restarts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """One member's place in a round."""
+
+    group_rank: int
+    base_rank: int
+    base_role_rank: int
+    role_world_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A coordinator's note about a round: a restart request, or who has joined."""
+
+    round: int
+    text: str
+
+
+def _encode(**fields: object) -> str:
+    return json.dumps({"v": VERSION, **fields})
+
+
+def _ints(data: dict[str, object], *names: str) -> list[int]:
+    try:
+        return [int(str(data[name])) for name in names]
+    except (KeyError, ValueError) as exc:
+        raise RendezvousStateError("a record lacks a field") from exc
+
+
+def encode_header(header: RoundHeader) -> str:
+    """JSON of a round header."""
+    return _encode(
+        round=header.round,
+        size=header.size,
+        world=header.world_size,
+        addr=header.master_addr,
+        port=header.master_port,
+        restarts=header.restarts,
+    )
+
+
+def decode_header(text: str) -> RoundHeader:
+    """Parse a round header."""
+    data = _load(text, "round header")
+    number, size, world, port, restarts = _ints(data, "round", "size", "world", "port", "restarts")
+    return RoundHeader(number, size, world, str(data.get("addr", "")), port, restarts)
+
+
+def encode_assignment(assignment: Assignment) -> str:
+    """JSON of one member's assignment."""
+    return _encode(
+        group=assignment.group_rank,
+        base=assignment.base_rank,
+        role_base=assignment.base_role_rank,
+        role_world=assignment.role_world_size,
+    )
+
+
+def decode_assignment(text: str) -> Assignment:
+    """Parse one member's assignment."""
+    return Assignment(*_ints(_load(text, "assignment"), "group", "base", "role_base", "role_world"))
+
+
+def encode_notice(notice: Notice) -> str:
+    """JSON of a notice."""
+    return _encode(round=notice.round, text=notice.text)
+
+
+def decode_notice(text: str) -> Notice:
+    """Parse a notice."""
+    data = _load(text, "notice")
+    return Notice(_ints(data, "round")[0], str(data.get("text", "")))
