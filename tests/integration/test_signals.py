@@ -87,3 +87,25 @@ def test_sigkill_of_the_launcher_takes_workers_and_grandchildren(mark: str, tmp_
     killed_at = time.monotonic()
     assert wait_until_gone(mark, 2.0) == []
     assert time.monotonic() - killed_at < 2.0
+
+
+@pytest.mark.parametrize(
+    ("sig", "flags"),
+    [
+        (signal.SIGHUP, []),
+        (signal.SIGINT, []),
+        (signal.SIGUSR1, ["--signals-to-handle=SIGUSR1"]),
+    ],
+)
+def test_the_same_signal_is_forwarded(
+    mark: str, tmp_path: Path, sig: signal.Signals, flags: list[str]
+) -> None:
+    env = launcher_env(mark, PID_DIR=str(tmp_path))
+    launcher = start_rallypoint(
+        ["--nproc-per-node=2", *flags, str(WORKERS / "signal_recorder.py")], env
+    )
+    _wait_for_pids(tmp_path, 2)
+    launcher.send_signal(sig)
+    launcher.communicate(timeout=60)
+    assert launcher.returncode == 1
+    assert {(tmp_path / f"signal_{r}").read_text() for r in (0, 1)} == {sig.name}
