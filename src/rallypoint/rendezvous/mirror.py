@@ -79,14 +79,14 @@ class StoreMirror:
             self._apply(key, None, 0)
         for kv in snapshot.entries:
             self._apply(kv.key, kv.value, kv.revision)
-        return snapshot.revision + 1
+        return snapshot.revision  # the watch replays every change after it
 
     async def _follow(self, prefix: str, start: int) -> None:
         while True:
             try:
                 async for event in await self._client.watch(prefix, start_revision=start):
                     self._apply(event.key, event.value, event.revision)
-                    start = event.revision + 1
+                    start = event.revision
                     self._notify()
                 return
             except RevisionCompactedError:
