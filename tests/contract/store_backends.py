@@ -7,13 +7,16 @@ client connections to one fresh, empty store. To run the whole suite against a n
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
+from etcd_servers import EtcdCluster, have_etcd
 
 from rallypoint.store import KeyValueStore, StoreClient, StoreServer
+from rallypoint.store.etcd import EtcdStore
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,40 @@ async def tcp_backend() -> AsyncIterator[Harness]:
         await server.close()
 
 
+@asynccontextmanager
+async def etcd_backend() -> AsyncIterator[Harness]:
+    """A real single-member etcd in a temp folder on loopback, and ``EtcdStore`` clients.
+
+    Each scenario gets its own etcd (it starts in a fraction of a second), so revisions
+    and leases of one scenario never leak into the next. Sessions use a 1 s etcd-side
+    lease TTL, so a killed session's keys vanish within about 1.5 s.
+    """
+    cluster = await asyncio.to_thread(EtcdCluster(1).start)
+    stores: list[EtcdStore] = []
+
+    async def connect() -> KeyValueStore:
+        store = await EtcdStore.connect(cluster.endpoints, "contract-run", timeout=5, session_ttl=1)
+        stores.append(store)
+        return store
+
+    async def kill(store: KeyValueStore) -> None:
+        assert isinstance(store, EtcdStore)
+        await store.abort()
+
+    try:
+        yield Harness(connect, kill)
+    finally:
+        for store in stores:
+            await store.close()
+        await asyncio.to_thread(cluster.stop)
+
+
+_ETCD_MARKS = (
+    pytest.mark.integration,
+    pytest.mark.skipif(not have_etcd(), reason="etcd is not installed"),
+)
+
 BACKENDS: dict[str, tuple[Backend, tuple[pytest.MarkDecorator, ...]]] = {
     "tcp": (tcp_backend, (pytest.mark.integration,)),
+    "etcd": (etcd_backend, _ETCD_MARKS),
 }

@@ -24,7 +24,6 @@ from rallypoint.config import LaunchConfig
 from rallypoint.devices import SystemDevices
 from rallypoint.errors import (
     ChildFailedError,
-    ConfigError,
     LaunchError,
     RendezvousError,
     SignalReceived,
@@ -35,12 +34,6 @@ from rallypoint.errors import (
 def _configure(argv: Sequence[str], environ: Mapping[str, str]) -> Launch:
     raw = parse_args(argv, environ)
     launch = build_launch(raw, environ, SystemDevices(environ))
-    backend = launch.config.rdzv_backend
-    if launch.config.max_nodes > 1 and backend not in ("c10d", "static"):
-        raise ConfigError(
-            f"--rdzv-backend={backend} is not available yet in this version "
-            "of rallypoint; use c10d or static"
-        )
     return launch
 
 

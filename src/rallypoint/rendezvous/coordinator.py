@@ -48,7 +48,7 @@ from rallypoint.rendezvous.records import (
     encode_notice,
     encode_round,
 )
-from rallypoint.store import StoreClient, StoreError
+from rallypoint.store import KeyValueStore, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Coordinator:
     """Runs while this node holds the coordinator key."""
 
     def __init__(
-        self, client: StoreClient, settings: Settings, clock: Clock, master_addr: str | None
+        self, client: KeyValueStore, settings: Settings, clock: Clock, master_addr: str | None
     ) -> None:
         self._client, self._settings, self._clock = client, settings, clock
         self._master_addr = master_addr

@@ -54,7 +54,7 @@ from rallypoint.rendezvous.records import (
     encode_node,
 )
 from rallypoint.rendezvous.result import RendezvousResult
-from rallypoint.store import StoreClient, StoreError, StoreServer
+from rallypoint.store import KeyValueStore, StoreError, StoreServer
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class StoreRendezvous:
 
     def __init__(
         self,
-        client: StoreClient,
+        client: KeyValueStore,
         server: StoreServer | None,
         me: NodeRecord,
         settings: Settings,

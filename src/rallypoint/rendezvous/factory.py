@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from rallypoint.clock import Clock
@@ -31,11 +32,12 @@ from rallypoint.rendezvous.single import SingleNodeRendezvous
 if TYPE_CHECKING:
     from rallypoint.rendezvous.dynamic import Timeouts
     from rallypoint.rendezvous.machine import Settings
-    from rallypoint.store import StoreClient, StoreServer
+    from rallypoint.store import KeyValueStore, StoreServer
 
 logger = logging.getLogger(__name__)
 
 C10D_PORT = 29400
+ETCD_BACKENDS = ("etcd", "etcd-v2")
 TRUE = ("1", "true", "t", "yes", "y")
 FALSE = ("0", "false", "f", "no", "n")
 
@@ -118,28 +120,55 @@ async def _try_host(config: LaunchConfig, host: str, port: int) -> StoreServer |
     return server
 
 
-async def _connect(
-    config: LaunchConfig, host: str, port: int, join_timeout: float, clock: Clock
-) -> StoreClient:
-    from rallypoint.store import StoreAuthError, StoreClient, StoreConnectionError
+async def _retrying(
+    connect: Callable[[], Awaitable[KeyValueStore]], what: str, join_timeout: float, clock: Clock
+) -> KeyValueStore:
+    """Connect to the store, retrying while it cannot be reached, until the join timeout."""
+    from rallypoint.store import StoreAuthError, StoreConnectionError
 
     deadline = clock.monotonic() + join_timeout
     while True:
         try:
-            return await StoreClient.connect(
-                host, port, config.run_id, config.rdzv_secret, timeout=10.0
-            )
+            return await connect()
         except StoreAuthError as exc:
-            raise RendezvousLostError(
-                f"the rendezvous store at {host}:{port} refused this node: {exc}"
-            ) from exc
+            raise RendezvousLostError(f"{what} refused this node: {exc}") from exc
         except StoreConnectionError as exc:
             if clock.monotonic() >= deadline:
                 raise RendezvousLostError(
-                    f"cannot reach the rendezvous store at {host}:{port} "
-                    f"within {join_timeout:.0f} s: {exc}"
+                    f"cannot reach {what} within {join_timeout:.0f} s: {exc}"
                 ) from exc
-        await asyncio.sleep(0.2)  # the host agent may still be starting
+        await asyncio.sleep(0.2)  # the host agent, or etcd, may still be starting
+
+
+async def _store_of(
+    config: LaunchConfig, timeouts: Timeouts, clock: Clock
+) -> tuple[KeyValueStore, StoreServer | None, tuple[str, int]]:
+    """Connect to the job's store: etcd, or the built-in one (hosting it if it is ours)."""
+    if config.rdzv_backend in ETCD_BACKENDS:
+        from rallypoint.store.etcd.config import connect_from_config, parse_endpoints
+
+        endpoints, _ = parse_endpoints(config.rdzv_endpoint)
+        store = await _retrying(
+            lambda: connect_from_config(
+                config.rdzv_endpoint, config.run_id, config.rdzv_configs, timeout=10.0
+            ),
+            f"etcd at {config.rdzv_endpoint}",
+            timeouts.join,
+            clock,
+        )
+        return store, None, endpoints[0]
+    from rallypoint.store import StoreClient
+
+    host, port = _endpoint(config)
+    server = await _try_host(config, host, port)
+    bound = server.port if server else port
+    client = await _retrying(
+        lambda: StoreClient.connect(host, bound, config.run_id, config.rdzv_secret, timeout=10.0),
+        f"the rendezvous store at {host}:{bound}",
+        timeouts.join,
+        clock,
+    )
+    return client, server, (host, port)
 
 
 def _settings(config: LaunchConfig, timeouts: Timeouts) -> Settings:
@@ -162,12 +191,8 @@ async def open_rendezvous(config: LaunchConfig, host_name: str, clock: Clock) ->
     from rallypoint.rendezvous.ports import PortReservation
     from rallypoint.rendezvous.records import NodeRecord
 
-    if config.rdzv_backend not in ("c10d", "static"):
-        raise ConfigError(f"--rdzv-backend={config.rdzv_backend} is not available yet")
-    host, port = _endpoint(config)
     timeouts = timeouts_of(config)
-    server = await _try_host(config, host, port)
-    client = await _connect(config, host, server.port if server else port, timeouts.join, clock)
+    client, server, (host, port) = await _store_of(config, timeouts, clock)
     addr = config.local_addr or route_address(host, port)
     reservation = PortReservation.reserve(0)
     me = NodeRecord(

@@ -38,7 +38,7 @@ from rallypoint.rendezvous.records import (
     decode_join,
     decode_node,
 )
-from rallypoint.store import RevisionCompactedError, StoreClient, StoreError
+from rallypoint.store import KeyValueStore, RevisionCompactedError, StoreError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,7 +50,7 @@ FULL_PREFIXES = (*LIGHT_PREFIXES, NODE_PREFIX, JOIN_PREFIX, DONE_PREFIX)
 class StoreMirror:
     """The keys under some prefixes, as last pushed by the store."""
 
-    def __init__(self, client: StoreClient, prefixes: Sequence[str] = LIGHT_PREFIXES) -> None:
+    def __init__(self, client: KeyValueStore, prefixes: Sequence[str] = LIGHT_PREFIXES) -> None:
         self._client = client
         self._prefixes = tuple(prefixes)
         self.keys: dict[str, str] = {}

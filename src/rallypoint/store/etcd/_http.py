@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ _MAX_BODY = 256 * 1024 * 1024
 _MAX_HEADERS = 100
 _LINE_LIMIT = 64 * 1024 * 1024  # one JSON line of a stream (a watch message)
 _IDLE_PER_ENDPOINT = 16
+_IO_ERRORS = (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)
 
 # gRPC status codes the gateway reports in its error bodies.
 _INVALID_ARGUMENT = 3
@@ -239,7 +241,7 @@ class LineStream:
                     chunk = await self.connection.read_chunk()
                 else:
                     chunk = await self.connection.reader.read(64 * 1024) or None
-            except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            except _IO_ERRORS as exc:
                 raise StoreConnectionError(
                     f"lost the stream from etcd at {endpoint}: {exc!r}"
                 ) from exc
@@ -361,7 +363,8 @@ class Gateway:
         except ssl.SSLError as exc:
             raise _NotSent(f"TLS handshake failed: {exc.reason or exc}") from exc
         except OSError as exc:
-            raise _NotSent(exc.strerror or repr(exc)) from exc
+            reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or repr(exc))
+            raise _NotSent(reason.lower()) from exc
         return Connection(endpoint, reader, writer)
 
     async def _take(self, endpoint: Endpoint) -> Connection:
@@ -405,8 +408,7 @@ class Gateway:
             except StoreProtocolError:
                 conn.abort()
                 raise
-            except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                    ValueError) as exc:
+            except (*_IO_ERRORS, ValueError) as exc:
                 conn.abort()
                 if conn.reused and not conn.answered:
                     continue  # the server had closed this idle connection: not sent
@@ -508,9 +510,7 @@ class Gateway:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 0.5)
 
-    async def stream(
-        self, path: str, payload: dict[str, Any], endpoint: Endpoint
-    ) -> LineStream:
+    async def stream(self, path: str, payload: dict[str, Any], endpoint: Endpoint) -> LineStream:
         """Open a streaming request (a watch) on ``endpoint``; its connection is its own.
 
         Raises:
@@ -526,7 +526,7 @@ class Gateway:
                 data = await conn.read_body(head)
                 reply = _parse_object(data, endpoint) if data.strip() else {}
                 raise translate(gateway_error(status, reply), endpoint, "watch")
-        except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        except _IO_ERRORS as exc:
             conn.abort()
             raise _NotSent(repr(exc)) from exc
         except BaseException:

@@ -14,8 +14,10 @@ etcd's: a key's revision is its ``mod_revision`` and ``range`` reports the heade
 * Watches are gateway streams (one connection each). A watch remembers the revision of
   the last event it delivered; when its connection breaks it is opened again, on the next
   endpoint if need be, from that revision + 1, so no event is lost or repeated.
-  ``start_revision=N`` maps to etcd's inclusive ``start_revision=N + 1``; a compacted
-  start raises ``RevisionCompactedError``.
+  ``start_revision=N`` maps to etcd's inclusive ``start_revision=N + 1`` (with N capped
+  at the current revision, since the built-in store delivers every later change whatever
+  N is, while etcd would skip those before N + 1); a compacted start raises
+  ``RevisionCompactedError``.
 * Leases. The built-in store ends a connection's leases when the connection closes, so a
   killed agent's keys vanish at once. etcd has no connections to tie leases to, so this
   store behaves like an etcd "session": each lease it grants is an etcd lease whose TTL
@@ -256,7 +258,9 @@ class EtcdWatch:
                     failures[endpoint] = f"cannot connect ({exc})"
                 except StoreConnectionError as exc:
                     failures[endpoint] = str(exc)
-                self._stream = None
+                if self._stream is not None:
+                    self._stream.connection.abort()
+                    self._stream = None
                 if self._live:  # it had worked: the outage starts now
                     failures = {endpoint: failures[endpoint]}
                     lost_since, backoff = None, 0.05
@@ -326,9 +330,7 @@ class EtcdWatch:
 class EtcdStore:
     """A job's keys in an etcd cluster; create it with ``await EtcdStore.connect(...)``."""
 
-    def __init__(
-        self, gateway: Gateway, run_id: str, timeout: float, session_ttl: float
-    ) -> None:
+    def __init__(self, gateway: Gateway, run_id: str, timeout: float, session_ttl: float) -> None:
         self.gateway = gateway
         self.timeout = timeout
         self.session_ttl = session_ttl
@@ -508,7 +510,10 @@ class EtcdStore:
             compare = {"key": full, "target": "CREATE", "create_revision": "0", "result": "EQUAL"}
         else:
             compare = {
-                "key": full, "target": "MOD", "mod_revision": str(expected), "result": "EQUAL"
+                "key": full,
+                "target": "MOD",
+                "mod_revision": str(expected),
+                "result": "EQUAL",
             }
         payload = {
             "compare": [compare],
@@ -551,9 +556,7 @@ class EtcdStore:
             if reply.get("succeeded"):
                 return total
             result = self._current(reply)
-            current = (
-                None if result.value is None else KeyValue(key, result.value, result.revision)
-            )
+            current = None if result.value is None else KeyValue(key, result.value, result.revision)
 
     async def watch(self, prefix: str, start_revision: int | None = None) -> EtcdWatch:
         """Stream every later change under ``prefix``; replay those after ``start_revision``.
@@ -564,6 +567,13 @@ class EtcdStore:
         self._check_open()
         if start_revision is not None and start_revision < 0:
             raise StoreRequestError(ErrorCode.INVALID_ARGUMENT, "start_revision must be >= 0")
+        if start_revision is not None:
+            # As with the built-in store, a start at or past the current revision still
+            # delivers every later change; etcd's start_revision would skip those before it.
+            current = _int(
+                (await self._range_raw(self.prefix, count_only=True)).get("header", {}), "revision"
+            )
+            start_revision = min(start_revision, current)
         watch = EtcdWatch(self, next(self._ids), prefix, start_revision)
         self._watches.add(watch)
         await watch.start()
@@ -622,7 +632,9 @@ class EtcdStore:
 
     async def _etcd_keepalive(self, lease: int) -> None:
         reply = await self._call(
-            "/v3/lease/keepalive", {"ID": str(lease)}, f"keep-alive of lease {lease}",
+            "/v3/lease/keepalive",
+            {"ID": str(lease)},
+            f"keep-alive of lease {lease}",
             idempotent=True,
         )
         result = reply.get("result", reply)
