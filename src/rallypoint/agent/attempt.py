@@ -75,7 +75,7 @@ class Attempt:
         for worker in prepared.workers:
             self._emit(
                 EventKind.WORKER_STARTED,
-                self._clock.wall(),
+                prepared.started_wall,
                 worker,
                 restart_count=self.restart_count,
             )

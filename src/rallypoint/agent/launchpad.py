@@ -62,6 +62,7 @@ class Prepared:
     workers: list[WorkerProcess] = field(default_factory=list)
     oom_count_at_start: int | None = None
     started_at: float = 0.0  # monotonic time of the spawn
+    started_wall: float = 0.0  # the same, on the wall clock (for the event log)
 
 
 class Launchpad:
@@ -78,6 +79,7 @@ class Launchpad:
         for local_rank in range(self.job.config.nproc_per_node):
             self.prepared.requests.append(self._prepare(local_rank))
         self.prepared.started_at = clock.monotonic()
+        self.prepared.started_wall = clock.wall()
         try:
             for request in self.prepared.requests:
                 worker = WorkerProcess.spawn(request)

@@ -245,7 +245,13 @@ class Supervisor:
         )
 
     async def _watch(self, attempt: Attempt, rendezvous: Rendezvous) -> Outcome:
-        """Wait for the attempt's end."""
+        """Wait for the attempt's end.
+
+        Success is counted from the exit events themselves, in the order they
+        were queued, never from the workers' current states: when one worker
+        exits 0 and another fails a moment later, the failure is still seen.
+        """
+        succeeded: set[int] = set()
         while True:
             event = await self._queue.get()
             if isinstance(event, SignalArrived):
@@ -262,9 +268,11 @@ class Supervisor:
                 continue
             elif event.worker.status is not None and not event.worker.status.succeeded:
                 return Outcome(Ending.FAILED, report=await self._stop_for_failure(attempt, event))
-            elif not attempt.group.alive:
-                await self._stop(attempt, self.job.config.shutdown_timeout)
-                return Outcome(Ending.SUCCEEDED)
+            else:
+                succeeded.add(event.worker.pid)
+                if len(succeeded) == len(attempt.group.workers):
+                    await self._stop(attempt, self.job.config.shutdown_timeout)
+                    return Outcome(Ending.SUCCEEDED)
 
     async def _stop(self, attempt: Attempt, grace: float, signum: int = signal.SIGTERM) -> None:
         self._cut_short = asyncio.Event()
@@ -290,6 +298,14 @@ class Supervisor:
                 requeue.append(event)
         for event in requeue:
             self._queue.put_nowait(event)
+        status = first.worker.status
+        logger.error(
+            "failed (exitcode: %d) local_rank: %d (pid: %d) of binary: %s",
+            status.torch_exitcode if status else 1,
+            first.worker.request.local_rank,
+            first.worker.pid,
+            self.job.entrypoint.name,
+        )
         to_stop = attempt.group.alive
         await self._stop(attempt, RESTART_GRACE)
         now = (self._clock.wall(), self._clock.monotonic())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 
-_EARLY_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+DEFAULT_TRAPPED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 _caught: list[int] = []
 
 
@@ -25,7 +25,7 @@ def entry() -> None:
     every worker is gone and every file closed, and tearing down the
     interpreter's objects one by one would only delay the exit.
     """
-    for sig in _EARLY_SIGNALS:
+    for sig in DEFAULT_TRAPPED:
         signal.signal(sig, _remember)
     from rallypoint.cli.main import main
 

@@ -8,6 +8,7 @@ started ends the launcher by that same signal, as torchrun's death does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from rallypoint.agent.job import Job
 from rallypoint.agent.prestart import prestart
-from rallypoint.cli import output
+from rallypoint.cli import DEFAULT_TRAPPED, output
 from rallypoint.cli.parser import parse_args
 from rallypoint.cli.settings import Launch, build_launch
 from rallypoint.clock import SystemClock
@@ -44,8 +45,21 @@ def _die_by(signum: int) -> int:
     return 128 + signum  # only reached if the signal is blocked
 
 
-def _reraise_unhandled(config: LaunchConfig, early: list[int]) -> None:
+def _settle_signals(config: LaunchConfig, early: list[int]) -> None:
+    """Now that ``--signals-to-handle`` is known: trap those, let the others act as usual.
+
+    Until the event loop takes over, a trapped signal is only remembered in ``early``.
+    One that arrived before but is not to be handled ends the launcher as it would have.
+    """
     handled = {int(s) for s in config.handled_signals}
+    with contextlib.suppress(ValueError):  # not the main thread: nothing to trap
+        for signum in handled:
+            signal.signal(signum, lambda number, _frame: early.append(number))
+        for sig in DEFAULT_TRAPPED:
+            if int(sig) not in handled:
+                signal.signal(
+                    sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler
+                )
     for signum in list(early):
         if signum not in handled:
             _die_by(signum)
@@ -92,7 +106,7 @@ def main(
     except UsageError as exc:
         output.usage_error(str(exc))
         return 2
-    _reraise_unhandled(launch.config, early)
+    _settle_signals(launch.config, early)
     if launch.omp_threads_defaulted:
         output.omp_warning()
     try:

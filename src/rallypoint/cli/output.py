@@ -103,12 +103,14 @@ def format_summary(report: FailureReport, report_path: str | None) -> str:
         f"  rank {f.global_rank} (local_rank: {f.local_rank}, pid {f.pid}): {f.status.describe()}"
         for f in report.stopped
     ]
-    width = min(MAX_RULE, max(len(line) for line in "\n".join([root, *others]).splitlines()))
+    title = f"{report.name} FAILED"
+    seen = [title, *"\n".join([root, *others]).splitlines()]
+    width = min(MAX_RULE, max(len(line) for line in seen))  # as torch: the title counts too
     lines = [
         f"{PREFIX}: {report.headline}",
         "",
         "=" * width,
-        f"{report.name} FAILED",
+        title,
         "-" * width,
         "Failures:",
         *others,
