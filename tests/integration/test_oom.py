@@ -56,11 +56,18 @@ def memory_cgroup() -> Iterator[Path]:
 
 def test_oom_killed_worker_is_named(mark: str) -> None:
     with memory_cgroup() as group:
-        script = (f"echo $$ > {group}/cgroup.procs && exec {sys.executable} -m rallypoint "
-                  f"--nproc-per-node=2 {WORKERS / 'hog.py'}")
-        result = subprocess.run([shutil.which("sh") or "/bin/sh", "-c", script],
-                                env=launcher_env(mark), capture_output=True, text=True,
-                                timeout=120, check=False)
+        script = (
+            f"echo $$ > {group}/cgroup.procs && exec {sys.executable} -m rallypoint "
+            f"--nproc-per-node=2 {WORKERS / 'hog.py'}"
+        )
+        result = subprocess.run(
+            [shutil.which("sh") or "/bin/sh", "-c", script],
+            env=launcher_env(mark),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     assert result.returncode == 1, result.stderr
     headline = next(line for line in result.stderr.splitlines() if "failed first" in line)
     assert "signal SIGKILL (killed by the kernel's OOM killer)" in headline
