@@ -73,7 +73,8 @@ class Coordinator:
     async def start(self) -> None:
         """Load the job's state and start coordinating from a task this object owns."""
         await self._mirror.start()
-        self._last = self._mirror.one(MEMBERS_KEY, decode_round)
+        members = await self._client.get(MEMBERS_KEY)  # read once: nobody watches this one
+        self._last = None if members is None else decode_round(members.value)
         self._task = asyncio.create_task(self._run(), name="rendezvous-coordinator")
 
     async def close(self) -> None:

@@ -68,7 +68,7 @@ class Timeouts:
 
     join: float = 600.0
     last_call: float = 30.0
-    lease_ttl: float = 3.0
+    lease_ttl: float = 5.0
     exit_barrier: float = 300.0
     close: float = 10.0
 
@@ -118,7 +118,10 @@ class StoreRendezvous:
         try:
             while True:
                 await asyncio.sleep(interval)
-                await asyncio.wait_for(self._client.lease_keepalive(self._lease), interval * 2)
+                # a reply later than the TTL would find the lease gone anyway
+                await asyncio.wait_for(
+                    self._client.lease_keepalive(self._lease), self._timeouts.lease_ttl
+                )
         except (StoreError, TimeoutError) as exc:
             self._mirror.mark_lost(StoreError(f"this node's lease could not be renewed ({exc!r})"))
 

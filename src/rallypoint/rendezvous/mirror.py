@@ -22,15 +22,11 @@ from typing import TypeVar
 
 from rallypoint.rendezvous.machine import View
 from rallypoint.rendezvous.records import (
-    CLOSED_KEY,
-    COORDINATOR_KEY,
     DONE_PREFIX,
+    JOB_PREFIX,
     JOIN_PREFIX,
     NODE_PREFIX,
-    RERUN_KEY,
     RESTARTS_KEY,
-    ROUND_KEY,
-    WAITING_KEY,
     ClosedRecord,
     NodeRecord,
     RendezvousStateError,
@@ -43,8 +39,8 @@ from rallypoint.store import KeyValueStore, RevisionCompactedError, StoreError
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-LIGHT_PREFIXES = (ROUND_KEY, CLOSED_KEY, COORDINATOR_KEY, RERUN_KEY, RESTARTS_KEY, WAITING_KEY)
-FULL_PREFIXES = (*LIGHT_PREFIXES, NODE_PREFIX, JOIN_PREFIX, DONE_PREFIX)
+LIGHT_PREFIXES = (JOB_PREFIX,)
+FULL_PREFIXES = (JOB_PREFIX, NODE_PREFIX, JOIN_PREFIX, DONE_PREFIX)
 
 
 class StoreMirror:

@@ -35,13 +35,14 @@ NODE_PREFIX = "node/"
 JOIN_PREFIX = "join/"
 DONE_PREFIX = "done/"
 ASSIGN_PREFIX = "assign/"
-ROUND_KEY = "round"
 MEMBERS_KEY = "members"
-COORDINATOR_KEY = "coordinator"
-RERUN_KEY = "rerun"
-WAITING_KEY = "waiting"
-RESTARTS_KEY = "restarts"
-CLOSED_KEY = "closed"
+JOB_PREFIX = "job/"  # the small keys every node follows, under one prefix: one watch each
+ROUND_KEY = "job/round"
+COORDINATOR_KEY = "job/coordinator"
+RERUN_KEY = "job/rerun"
+WAITING_KEY = "job/waiting"
+RESTARTS_KEY = "job/restarts"
+CLOSED_KEY = "job/closed"
 
 
 class RendezvousStateError(RallypointError):

@@ -119,7 +119,7 @@ class StoreServer:
         max_frame: int = DEFAULT_MAX_FRAME,
         handshake_timeout: float = 10.0,
         history_limit: int = DEFAULT_HISTORY_LIMIT,
-        max_write_buffer: int = 64 * DEFAULT_MAX_FRAME,
+        max_write_buffer: int = 4 * DEFAULT_MAX_FRAME,
     ) -> None:
         self._host = host
         self._port = port

@@ -26,7 +26,9 @@ owner and watches opened by it end when ``drop_owner`` is called.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import math
 import re
 from collections import deque
@@ -94,6 +96,7 @@ class StoreState:
     def __init__(self, history_limit: int = DEFAULT_HISTORY_LIMIT) -> None:
         self._revision = 0
         self._entries: dict[str, _Entry] = {}
+        self._sorted_keys: list[str] = []  # the same keys, sorted: range() is a bisect
         self._history: deque[_Change] = deque(maxlen=history_limit)
         self._leases: dict[int, _Lease] = {}
         self._deadlines: list[tuple[float, int]] = []
@@ -118,7 +121,10 @@ class StoreState:
 
     def range(self, prefix: str) -> tuple[tuple[KeyValue, ...], int]:
         """Return the keys starting with ``prefix``, sorted, and the current revision."""
-        keys = sorted(k for k in self._entries if k.startswith(prefix))
+        start = bisect.bisect_left(self._sorted_keys, prefix)
+        keys = itertools.takewhile(
+            lambda k: k.startswith(prefix), itertools.islice(self._sorted_keys, start, None)
+        )
         table = self._entries
         entries = tuple(KeyValue(k, table[k].value, table[k].revision) for k in keys)
         return entries, self._revision
@@ -303,12 +309,15 @@ class StoreState:
             self._leases[old.lease].keys.discard(key)
         if lease is not None:
             self._leases[lease].keys.add(key)
+        if old is None:
+            bisect.insort(self._sorted_keys, key)
         self._revision += 1
         self._entries[key] = _Entry(value, self._revision, lease)
         self._record(_Change(key, value, self._revision, EventKind.PUT))
 
     def _remove(self, key: str) -> None:
         entry = self._entries.pop(key)
+        del self._sorted_keys[bisect.bisect_left(self._sorted_keys, key)]
         if entry.lease is not None:
             self._leases[entry.lease].keys.discard(key)
         self._revision += 1
@@ -341,9 +350,14 @@ class StoreState:
                 f"changes after revision {start_revision} are no longer kept "
                 f"(oldest replayable start is {oldest_kept}); re-read with range"
             )
-        return [
-            c for c in self._history if c.revision > start_revision and c.key.startswith(prefix)
-        ]
+        newer: list[_Change] = []
+        for change in reversed(self._history):  # revisions are consecutive: stop at once
+            if change.revision <= start_revision:
+                break
+            if change.key.startswith(prefix):
+                newer.append(change)
+        newer.reverse()
+        return newer
 
     def _remove_watch(self, watch_id: int, watch: _Watch) -> None:
         del self._watches[watch_id]

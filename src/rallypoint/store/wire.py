@@ -98,7 +98,7 @@ __all__ = [
     "encode",
 ]
 
-DEFAULT_MAX_FRAME: Final = 1 << 20
+DEFAULT_MAX_FRAME: Final = 16 << 20  # a round of 10,000 nodes fits; see docs/store.md
 PROTOCOL_VERSION: Final = 1
 _HEADER = struct.Struct(">I")
 
