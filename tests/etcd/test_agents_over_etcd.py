@@ -13,7 +13,6 @@ import pytest
 from tests.conftest import launcher_env
 from tests.contract.etcd_servers import EtcdCluster
 from tests.etcd.conftest import needs_etcd
-from tests.etcd.test_tls import pki, tls_etcd  # noqa: F401 - fixtures
 from tests.multinode.agents import SCRIPTS, finish, read_lines, start_agent, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.multinode, pytest.mark.torch, needs_etcd]
@@ -100,7 +99,7 @@ def test_job_finishes_when_an_etcd_member_dies(
 def test_rendezvous_over_https(
     tls_etcd: EtcdCluster,
     pki: Path,
-    mark: str,  # noqa: F811
+    mark: str,
     tmp_path: Path,
 ) -> None:
     env = launcher_env(mark, OUT_DIR=str(tmp_path))

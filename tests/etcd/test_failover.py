@@ -11,7 +11,7 @@ import pytest
 from rallypoint.clock import SystemClock
 from rallypoint.rendezvous.dynamic import StoreRendezvous, Timeouts
 from rallypoint.rendezvous.machine import Change, Settings
-from rallypoint.rendezvous.records import NodeRecord
+from rallypoint.rendezvous.records import CLOSED_KEY, NodeRecord
 from rallypoint.store import EventKind
 from rallypoint.store.etcd import EtcdStore
 from tests.contract.etcd_servers import EtcdCluster
@@ -113,7 +113,7 @@ def test_a_job_finishes_when_an_etcd_member_dies(etcd3: EtcdCluster) -> None:
             assert [n.running_decision().change for n in nodes] == [Change.KEEP] * 3
             assert await nodes[1].spend_restart() == 1
             await asyncio.gather(*(n.finish() for n in nodes))
-            closed = await nodes[2]._client.get("closed")
+            closed = await nodes[2]._client.get(CLOSED_KEY)
             assert closed is not None
             assert "succeeded" in closed.value
         finally:

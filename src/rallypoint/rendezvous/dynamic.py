@@ -215,9 +215,9 @@ class StoreRendezvous:
                 continue
             now = self._clock.monotonic()
             if now >= deadline:
-                raise RendezvousTimeoutError(self._waiting_text(target, self._timeouts.join))
+                raise RendezvousTimeoutError(await self._waiting_text(target, self._timeouts.join))
             if now - last_progress >= PROGRESS_EVERY:
-                logger.warning("%s", self._waiting_text(target, None))
+                logger.warning("%s", await self._waiting_text(target, None))
                 last_progress = now
             wait = min(deadline, last_progress + PROGRESS_EVERY) - now
             await self._mirror.wait_change(wait, since=seen)
@@ -246,8 +246,12 @@ class StoreRendezvous:
         except StoreError as exc:
             raise RendezvousLostError(f"lost the rendezvous store: {exc}") from exc
 
-    def _waiting_text(self, target: int, timeout: float | None) -> str:
-        note = self._mirror.one(WAITING_KEY, decode_notice)
+    async def _waiting_text(self, target: int, timeout: float | None) -> str:
+        found = await self._store(self._client.get(WAITING_KEY))
+        try:
+            note = None if found is None else decode_notice(found.value)
+        except RendezvousStateError:
+            note = None
         text = note.text if note is not None and note.round == target else "no node joined yet"
         text = f"waiting for round {target} to form: {text}"
         return f"{text}; gave up after {timeout:.0f} s" if timeout is not None else text

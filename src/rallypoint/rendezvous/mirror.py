@@ -34,7 +34,7 @@ from rallypoint.rendezvous.records import (
     decode_join,
     decode_node,
 )
-from rallypoint.store import KeyValueStore, RevisionCompactedError, StoreError
+from rallypoint.store import KeyValueStore, StoreError, WatchStream
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,36 +62,31 @@ class StoreMirror:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Read every prefix, then follow each from a task this mirror owns."""
+        """Watch every prefix, then read it, then follow it from a task this mirror owns.
+
+        The watch is opened first and the snapshot read second, so nothing is
+        missed in between; pushed changes the snapshot already holds (revision
+        not above it) are skipped. No replay from the store's history is needed.
+        """
         for prefix in self._prefixes:
-            start = await self._reload(prefix)
+            watch = await self._client.watch(prefix)
+            snapshot = await self._client.range(prefix)
+            for kv in snapshot.entries:
+                self._apply(kv.key, kv.value, kv.revision)
             self._tasks.append(
-                asyncio.create_task(self._follow(prefix, start), name=f"mirror-{prefix}")
+                asyncio.create_task(self._follow(watch, snapshot.revision), name=f"mirror-{prefix}")
             )
 
-    async def _reload(self, prefix: str) -> int:
-        snapshot = await self._client.range(prefix)
-        for key in [k for k in self.keys if k.startswith(prefix)]:
-            self._apply(key, None, 0)
-        for kv in snapshot.entries:
-            self._apply(kv.key, kv.value, kv.revision)
-        return snapshot.revision  # the watch replays every change after it
-
-    async def _follow(self, prefix: str, start: int) -> None:
-        while True:
-            try:
-                async for event in await self._client.watch(prefix, start_revision=start):
-                    self._apply(event.key, event.value, event.revision)
-                    start = event.revision
-                    self._notify()
-                return
-            except RevisionCompactedError:
-                start = await self._reload(prefix)
+    async def _follow(self, watch: WatchStream, floor: int) -> None:
+        try:
+            async for event in watch:
+                if event.revision <= floor:
+                    continue  # already in the snapshot
+                self._apply(event.key, event.value, event.revision)
                 self._notify()
-            except StoreError as exc:
-                self.lost = exc
-                self._notify()
-                return
+        except StoreError as exc:
+            self.lost = exc
+            self._notify()
 
     def _apply(self, key: str, value: str | None, revision: int) -> None:
         if key.startswith(DONE_PREFIX):

@@ -40,7 +40,7 @@ JOB_PREFIX = "job/"  # the small keys every node follows, under one prefix: one 
 ROUND_KEY = "job/round"
 COORDINATOR_KEY = "job/coordinator"
 RERUN_KEY = "job/rerun"
-WAITING_KEY = "job/waiting"
+WAITING_KEY = "waiting"  # read on demand, not watched: it changes often
 RESTARTS_KEY = "job/restarts"
 CLOSED_KEY = "job/closed"
 
