@@ -8,13 +8,13 @@ rallypoint stopped itself (torchrun lists those as failures).
 
 from __future__ import annotations
 
-import datetime
 import logging
 import sys
 from collections.abc import Mapping
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rallypoint.failures.report import FailureReport, WorkerFailure
+if TYPE_CHECKING:  # imported for types only: the launch path never loads it
+    from rallypoint.failures.report import FailureReport, WorkerFailure
 
 PREFIX = "rallypoint"
 NO_TRACEBACK = (
@@ -59,6 +59,7 @@ def setup_logging(environ: Mapping[str, str]) -> None:
 
 
 def _block(idx: int, failure: WorkerFailure, host: str) -> str:
+    import datetime  # only failures pay for it
     signame = f" ({failure.status.signal.name})" if failure.status.signal else ""
     stamp = datetime.datetime.fromtimestamp(int(failure.exited_at)).isoformat(sep="_")
     text = (failure.traceback or failure.message or NO_TRACEBACK).replace("\n", "\n  ")
