@@ -60,6 +60,7 @@ def setup_logging(environ: Mapping[str, str]) -> None:
 
 def _block(idx: int, failure: WorkerFailure, host: str) -> str:
     import datetime  # only failures pay for it
+
     signame = f" ({failure.status.signal.name})" if failure.status.signal else ""
     stamp = datetime.datetime.fromtimestamp(int(failure.exited_at)).isoformat(sep="_")
     text = (failure.traceback or failure.message or NO_TRACEBACK).replace("\n", "\n  ")

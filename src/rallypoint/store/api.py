@@ -7,14 +7,20 @@ in-memory fake) does so by providing the same methods with the same semantics, w
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from rallypoint.store._errors import StoreError
 from rallypoint.store.messages import KeyValue, WatchEvent
 
-__all__ = ["CasResult", "KeyValueStore", "RangeResult", "WatchStream"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["CasResult", "KeyValueStore", "RangeResult", "WatchStream", "held_lease"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +126,41 @@ class KeyValueStore(Protocol):
     async def close(self) -> None:
         """Close the connection; leases it granted end at once."""
         ...
+
+
+@contextlib.asynccontextmanager
+async def held_lease(
+    store: KeyValueStore, ttl: float, keepalive_interval: float | None = None
+) -> AsyncIterator[int]:
+    """Grant a lease on ``store``, keep it alive from a task this context owns, revoke it on exit.
+
+    Every backend's ``lease()`` is this.
+
+    Args:
+        store: the store that grants the lease.
+        ttl: the lease's TTL in seconds.
+        keepalive_interval: seconds between keep-alives (``ttl / 3`` by default).
+
+    Yields:
+        The lease id.
+    """
+    lease_id = await store.lease_grant(ttl)
+    interval = ttl / 3 if keepalive_interval is None else keepalive_interval
+    keeper = asyncio.create_task(_keep_alive(store, lease_id, interval))
+    try:
+        yield lease_id
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        with contextlib.suppress(StoreError):
+            await store.lease_revoke(lease_id)
+
+
+async def _keep_alive(store: KeyValueStore, lease_id: int, interval: float) -> None:
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            await store.lease_keepalive(lease_id)
+    except StoreError as exc:
+        logger.warning("store lease %d no longer kept alive: %s", lease_id, exc)

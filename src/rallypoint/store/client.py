@@ -23,7 +23,8 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TypeVar
 
 from rallypoint.store._errors import (
@@ -35,7 +36,7 @@ from rallypoint.store._errors import (
     request_error,
 )
 from rallypoint.store._watch import Watch, WatchItem
-from rallypoint.store.api import CasResult, RangeResult
+from rallypoint.store.api import CasResult, RangeResult, held_lease
 from rallypoint.store.secret import make_proof
 from rallypoint.store.wire import (
     DEFAULT_MAX_FRAME,
@@ -241,38 +242,11 @@ class StoreClient:
         """End the lease now, deleting its keys."""
         await self._call(lambda i: LeaseRevokeRequest(i, lease), OkReply)
 
-    @contextlib.asynccontextmanager
-    async def lease(
+    def lease(
         self, ttl: float, keepalive_interval: float | None = None
-    ) -> AsyncIterator[int]:
-        """Grant a lease, keep it alive from a task this context owns, revoke it on exit.
-
-        Args:
-            ttl: the lease's TTL in seconds.
-            keepalive_interval: seconds between keep-alives (``ttl / 3`` by default).
-
-        Yields:
-            The lease id.
-        """
-        lease_id = await self.lease_grant(ttl)
-        interval = ttl / 3 if keepalive_interval is None else keepalive_interval
-        keeper = asyncio.create_task(self._keep_alive(lease_id, interval))
-        try:
-            yield lease_id
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            with contextlib.suppress(StoreError):
-                await self.lease_revoke(lease_id)
-
-    async def _keep_alive(self, lease_id: int, interval: float) -> None:
-        try:
-            while True:
-                await asyncio.sleep(interval)
-                await self.lease_keepalive(lease_id)
-        except StoreError as exc:
-            logger.warning("store lease %d no longer kept alive: %s", lease_id, exc)
+    ) -> AbstractAsyncContextManager[int]:
+        """Grant a lease, keep it alive, revoke it on exit (see ``held_lease``)."""
+        return held_lease(self, ttl, keepalive_interval)
 
     # --- request plumbing ------------------------------------------------------------------
 

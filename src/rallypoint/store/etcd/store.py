@@ -36,7 +36,8 @@ import itertools
 import logging
 import math
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,7 @@ from rallypoint.store._errors import (
     StoreRequestError,
 )
 from rallypoint.store._watch import WatchItem
-from rallypoint.store.api import CasResult, RangeResult
+from rallypoint.store.api import CasResult, RangeResult, held_lease
 from rallypoint.store.messages import EventKind, KeyValue, WatchEvent
 
 from ._http import Endpoint, Gateway, LineStream, _NotSent, gateway_error, translate
@@ -661,38 +662,11 @@ class EtcdStore:
             owned.task.cancel()
         await self._etcd_revoke(lease)
 
-    @contextlib.asynccontextmanager
-    async def lease(
+    def lease(
         self, ttl: float, keepalive_interval: float | None = None
-    ) -> AsyncIterator[int]:
-        """Grant a lease, keep it alive from a task this context owns, revoke it on exit.
-
-        Args:
-            ttl: the lease's TTL in seconds.
-            keepalive_interval: seconds between keep-alives (``ttl / 3`` by default).
-
-        Yields:
-            The lease id.
-        """
-        lease_id = await self.lease_grant(ttl)
-        interval = ttl / 3 if keepalive_interval is None else keepalive_interval
-        keeper = asyncio.create_task(self._keep_alive(lease_id, interval))
-        try:
-            yield lease_id
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            with contextlib.suppress(StoreError):
-                await self.lease_revoke(lease_id)
-
-    async def _keep_alive(self, lease_id: int, interval: float) -> None:
-        try:
-            while True:
-                await asyncio.sleep(interval)
-                await self.lease_keepalive(lease_id)
-        except StoreError as exc:
-            logger.warning("etcd lease %d no longer kept alive: %s", lease_id, exc)
+    ) -> AbstractAsyncContextManager[int]:
+        """Grant a lease, keep it alive, revoke it on exit (see ``held_lease``)."""
+        return held_lease(self, ttl, keepalive_interval)
 
     # --- ending ------------------------------------------------------------------------------
 
