@@ -6,6 +6,8 @@ See ``docs/etcd.md`` for why, and for the failover, lease and TLS design.
 """
 
 from rallypoint.store.etcd._http import Endpoint
+from rallypoint.store.etcd._tls import EtcdTls
+from rallypoint.store.etcd._watches import EtcdWatch
 from rallypoint.store.etcd.config import (
     DEFAULT_PORT,
     EtcdSettings,
@@ -13,13 +15,7 @@ from rallypoint.store.etcd.config import (
     parse_endpoints,
     settings_of,
 )
-from rallypoint.store.etcd.store import (
-    DEFAULT_SESSION_TTL,
-    KEY_ROOT,
-    EtcdStore,
-    EtcdTls,
-    EtcdWatch,
-)
+from rallypoint.store.etcd.store import DEFAULT_SESSION_TTL, KEY_ROOT, EtcdStore
 
 __all__ = [
     "DEFAULT_PORT",

@@ -1,0 +1,170 @@
+"""One run's keys in etcd: reads, writes, compare-and-set and counters.
+
+Design note
+-----------
+Keys live under the run's prefix (``/rallypoint/<run_id>/``); callers never see it.
+Revisions are etcd's: a key's revision is its ``mod_revision`` and ``range`` reports the
+header revision.
+
+* Compare-and-set is one etcd transaction: compare the key's ``mod_revision`` (or its
+  ``create_revision`` against 0 for "absent"), put or delete on success, read the key on
+  failure so the result carries the current value and revision.
+* ``add`` reads the counter, then commits ``value + amount`` in a transaction on the
+  ``mod_revision`` it read (keeping the key's lease with ``ignore_lease``), and retries
+  from the failure branch's fresh read when another writer came first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rallypoint.store._errors import ErrorCode, StoreProtocolError, StoreRequestError
+from rallypoint.store.api import CasResult, RangeResult
+from rallypoint.store.messages import KeyValue
+
+from ._codec import b64, header_revision, int_field, prefix_range, unb64
+from ._gateway import Call
+from ._leases import LeaseKeeper
+
+
+class KeySpace:
+    """The KV operations of an etcd store, on the keys under ``prefix``.
+
+    Args:
+        call: sends one request to etcd (the store's ``Gateway.call``, checked open).
+        prefix: the etcd key prefix of the run, ending in ``/``.
+        leases: the store's leases, to refuse writes under one that has expired.
+    """
+
+    def __init__(self, call: Call, prefix: str, leases: LeaseKeeper) -> None:
+        self._call = call
+        self.prefix = prefix
+        self._leases = leases
+
+    def full_key(self, key: str) -> str:
+        """The etcd key of a store key."""
+        return self.prefix + key
+
+    def strip_key(self, full: str) -> str:
+        """The store key of an etcd key under this run's prefix."""
+        if not full.startswith(self.prefix):
+            raise StoreProtocolError(f"etcd returned key {full!r} outside {self.prefix!r}")
+        return full[len(self.prefix) :]
+
+    async def probe(self) -> dict[str, Any]:
+        """Count the run's keys: etcd's reply, whose header holds the current revision."""
+        payload = prefix_range(self.prefix)
+        payload["count_only"] = True
+        return await self._call("/v3/kv/range", payload, "range", idempotent=True)
+
+    async def get(self, key: str) -> KeyValue | None:
+        """The key's value and mod revision, or None when absent."""
+        reply = await self._call(
+            "/v3/kv/range", {"key": b64(self.full_key(key))}, f"get {key!r}", idempotent=True
+        )
+        kvs = reply.get("kvs") or []
+        return self._kv(kvs[0]) if kvs else None
+
+    async def range(self, prefix: str) -> RangeResult:
+        """Every key starting with ``prefix`` and the current store revision."""
+        payload = prefix_range(self.full_key(prefix))
+        reply = await self._call("/v3/kv/range", payload, "range", idempotent=True)
+        entries = tuple(self._kv(kv) for kv in reply.get("kvs") or [])
+        return RangeResult(entries, header_revision(reply))
+
+    async def put(
+        self, key: str, value: str, expected_revision: int | None, lease: int | None
+    ) -> CasResult:
+        """Set a key; ``expected_revision`` None = always, 0 = if absent, N = if at N."""
+        request: dict[str, Any] = {"key": b64(self.full_key(key)), "value": b64(value)}
+        if lease is not None:
+            self._leases.check(lease)
+            request["lease"] = str(lease)
+        if expected_revision is None:
+            reply = await self._call("/v3/kv/put", request, f"put {key!r}", idempotent=True)
+            return CasResult(True, header_revision(reply), value)
+        reply = await self._txn(key, expected_revision, {"request_put": request}, "put")
+        if reply.get("succeeded"):
+            return CasResult(True, header_revision(reply), value)
+        return self._current(reply)
+
+    async def delete(self, key: str, expected_revision: int | None) -> CasResult:
+        """Delete a key under the same condition as ``put``; ok when a key was deleted."""
+        request = {"key": b64(self.full_key(key))}
+        if expected_revision is None:
+            reply = await self._call(
+                "/v3/kv/deleterange", request, f"delete {key!r}", idempotent=False
+            )
+            return CasResult(int_field(reply, "deleted") > 0, 0, None)
+        reply = await self._txn(key, expected_revision, {"request_delete_range": request}, "delete")
+        if reply.get("succeeded"):
+            responses = reply.get("responses") or [{}]
+            deleted = int_field(responses[0].get("response_delete_range", {}), "deleted")
+            return CasResult(deleted > 0, 0, None)
+        return self._current(reply)
+
+    async def add(self, key: str, amount: int) -> int:
+        """Add to the decimal counter at ``key`` (absent counts as 0); return the total."""
+        current = await self.get(key)
+        full = b64(self.full_key(key))
+        while True:
+            total = _counter(key, current) + amount
+            put: dict[str, Any] = {"key": full, "value": b64(str(total))}
+            if current is not None:
+                put["ignore_lease"] = True  # the key keeps its lease
+            reply = await self._txn(
+                key, 0 if current is None else current.revision, {"request_put": put}, "add to"
+            )
+            if reply.get("succeeded"):
+                return total
+            result = self._current(reply)
+            current = None if result.value is None else KeyValue(key, result.value, result.revision)
+
+    async def _txn(
+        self, key: str, expected: int, success: dict[str, Any], what: str
+    ) -> dict[str, Any]:
+        if expected < 0:
+            raise StoreRequestError(ErrorCode.INVALID_ARGUMENT, "expected_revision must be >= 0")
+        full = b64(self.full_key(key))
+        payload = {
+            "compare": [_compare(full, expected)],
+            "success": [success],
+            "failure": [{"request_range": {"key": full}}],
+        }
+        return await self._call("/v3/kv/txn", payload, f"{what} {key!r}", idempotent=False)
+
+    def _current(self, failed_txn: dict[str, Any]) -> CasResult:
+        responses = failed_txn.get("responses") or [{}]
+        kvs = responses[0].get("response_range", {}).get("kvs") or []
+        if not kvs:
+            return CasResult(False, 0, None)
+        kv = self._kv(kvs[0])
+        return CasResult(False, kv.revision, kv.value)
+
+    def _kv(self, kv: dict[str, Any]) -> KeyValue:
+        return KeyValue(
+            self.strip_key(unb64(kv.get("key"))),
+            unb64(kv.get("value")),
+            int_field(kv, "mod_revision"),
+        )
+
+
+def _compare(full: str, expected: int) -> dict[str, str]:
+    """The transaction's condition: absent (0), or at mod revision ``expected``."""
+    if expected == 0:
+        return {"key": full, "target": "CREATE", "create_revision": "0", "result": "EQUAL"}
+    return {"key": full, "target": "MOD", "mod_revision": str(expected), "result": "EQUAL"}
+
+
+def _counter(key: str, current: KeyValue | None) -> int:
+    """The counter's value (0 when absent).
+
+    Raises:
+        StoreRequestError: the key holds something other than a decimal integer.
+    """
+    try:
+        return 0 if current is None else int(current.value)
+    except ValueError:
+        raise StoreRequestError(
+            ErrorCode.NOT_AN_INTEGER, f"key {key!r} does not hold an integer"
+        ) from None
