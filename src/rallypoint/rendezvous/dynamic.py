@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -36,7 +37,6 @@ from rallypoint.rendezvous.records import (
     COORDINATOR_KEY,
     DONE_PREFIX,
     JOIN_PREFIX,
-    NODE_PREFIX,
     RERUN_KEY,
     RESTARTS_KEY,
     ROUND_KEY,
@@ -51,7 +51,6 @@ from rallypoint.rendezvous.records import (
     decode_notice,
     encode_closed,
     encode_join,
-    encode_node,
 )
 from rallypoint.rendezvous.result import RendezvousResult
 from rallypoint.store import KeyValueStore, StoreError, StoreServer
@@ -59,7 +58,8 @@ from rallypoint.store import KeyValueStore, StoreError, StoreServer
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PROGRESS_EVERY = 5.0  # seconds between "waiting for nodes" lines
+PROGRESS_EVERY = 5.0
+STAND_BY_JITTER = 0.2  # seconds; see _stand_by  # seconds between "waiting for nodes" lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +102,6 @@ class StoreRendezvous:
         """Take a lease, publish this node, follow the store, stand ready to coordinate."""
         try:
             self._lease = await self._client.lease_grant(self._timeouts.lease_ttl)
-            await self._client.put(
-                NODE_PREFIX + self.me.node_id, encode_node(self.me), lease=self._lease
-            )
             await self._mirror.start()
         except StoreError as exc:
             raise RendezvousLostError(f"rendezvous store: {exc}") from exc
@@ -126,12 +123,20 @@ class StoreRendezvous:
             self._mirror.mark_lost(StoreError(f"this node's lease could not be renewed ({exc!r})"))
 
     async def _stand_by(self) -> None:
-        """Take the coordinator key whenever it is free (at start, or when its holder died)."""
+        """Take the coordinator key whenever it is free (at start, or when its holder died).
+
+        The store's host tries at once. Other nodes first wait a random moment of up
+        to STAND_BY_JITTER and look again, so thousands of nodes that start together
+        do not all race for the key: the first one's win reaches the rest first.
+        """
         try:
             while self._coordinator is None and self._mirror.lost is None:
                 seen = self._mirror.version
                 if COORDINATOR_KEY not in self._mirror.keys:
-                    await self._try_coordinate()
+                    if self._server is None:
+                        await asyncio.sleep(random.uniform(0, STAND_BY_JITTER))
+                    if COORDINATOR_KEY not in self._mirror.keys:
+                        await self._try_coordinate()
                 await self._mirror.wait_change(None, since=seen)
         except StoreError as exc:
             self._mirror.mark_lost(exc)
@@ -167,12 +172,12 @@ class StoreRendezvous:
             self._reservation.release()
 
     async def _wait_others_gone(self) -> None:
-        nodes = StoreMirror(self._client, (NODE_PREFIX,))
+        nodes = StoreMirror(self._client, (JOIN_PREFIX,))
         with contextlib.suppress(StoreError):
             await nodes.start()
             deadline = self._clock.monotonic() + self._timeouts.close
             while self._clock.monotonic() < deadline and nodes.lost is None:
-                if not set(nodes.keys) - {NODE_PREFIX + self.me.node_id}:
+                if not set(nodes.keys) - {JOIN_PREFIX + self.me.node_id}:
                     break
                 await nodes.wait_change(deadline - self._clock.monotonic())
         await nodes.close()
@@ -195,7 +200,9 @@ class StoreRendezvous:
         header = self._header()
         target = 0 if header is None else header.round + 1
         await self._store(
-            self._client.put(JOIN_PREFIX + self.me.node_id, encode_join(target), lease=self._lease)
+            self._client.put(
+                JOIN_PREFIX + self.me.node_id, encode_join(self.me, target), lease=self._lease
+            )
         )
         last_progress = self._clock.monotonic()
         while True:
@@ -209,7 +216,9 @@ class StoreRendezvous:
                 target = header.round + 1  # the round filled without us: wait for the next
                 await self._store(
                     self._client.put(
-                        JOIN_PREFIX + self.me.node_id, encode_join(target), lease=self._lease
+                        JOIN_PREFIX + self.me.node_id,
+                        encode_join(self.me, target),
+                        lease=self._lease,
                     )
                 )
                 continue

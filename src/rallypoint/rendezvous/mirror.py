@@ -25,14 +25,12 @@ from rallypoint.rendezvous.records import (
     DONE_PREFIX,
     JOB_PREFIX,
     JOIN_PREFIX,
-    NODE_PREFIX,
     RESTARTS_KEY,
     ClosedRecord,
     NodeRecord,
     RendezvousStateError,
     RoundRecord,
     decode_join,
-    decode_node,
 )
 from rallypoint.store import KeyValueStore, StoreError, WatchStream
 
@@ -40,7 +38,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LIGHT_PREFIXES = (JOB_PREFIX,)
-FULL_PREFIXES = (JOB_PREFIX, NODE_PREFIX, JOIN_PREFIX, DONE_PREFIX)
+FULL_PREFIXES = (JOB_PREFIX, JOIN_PREFIX, DONE_PREFIX)
 
 
 class StoreMirror:
@@ -97,9 +95,7 @@ class StoreMirror:
         else:
             self.keys[key] = value
             self.revisions[key] = revision
-        if key.startswith(NODE_PREFIX):
-            self._set(self.nodes, key[len(NODE_PREFIX) :], value, decode_node)
-        elif key.startswith(JOIN_PREFIX):
+        if key.startswith(JOIN_PREFIX):
             self._set_join(key[len(JOIN_PREFIX) :], value)
 
     def _count_done(self, key: str, value: str | None) -> None:
@@ -108,22 +104,22 @@ class StoreMirror:
             return
         self.done_counts[int(round_text)] += 1 if value is not None else -1
 
-    def _set(
-        self, table: dict[str, T], name: str, value: str | None, parse: Callable[[str], T]
-    ) -> None:
-        table.pop(name, None)
-        if value is not None:
-            with contextlib.suppress(RendezvousStateError):
-                table[name] = parse(value)
-
     def _set_join(self, name: str, value: str | None) -> None:
-        old = self.joins.get(name)
+        """A join record is the node itself and the round it wants: keep both, and the counts."""
+        old = self.joins.pop(name, None)
+        self.nodes.pop(name, None)
         if old is not None:
             self.counts[old] -= 1
-        self._set(self.joins, name, value, decode_join)
-        new = self.joins.get(name)
-        if new is not None:
-            self.counts[new] += 1
+        if value is None:
+            return
+        try:
+            node, target = decode_join(value)
+        except RendezvousStateError as exc:
+            logger.warning("ignoring the join record of %s: %s", name, exc)
+            return
+        self.nodes[name] = node
+        self.joins[name] = target
+        self.counts[target] += 1
 
     def _notify(self) -> None:
         self.version += 1

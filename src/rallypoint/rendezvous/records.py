@@ -2,10 +2,10 @@
 
 Keys (all under the store of one run id; see docs/rendezvous.md):
 
-- ``node/<node id>``: who a node is (address, pid, workers, role, the port it
-  reserved for worker rank 0). Bound to the node's lease: it exists exactly as
-  long as the node's agent is alive and connected.
-- ``join/<node id>``: the round this node wants to be in next (also leased).
+- ``join/<node id>``: who a node is (address, pid, workers, role, the port it
+  reserved for worker rank 0) and the round it wants to be in next. Bound to the
+  node's lease: it exists exactly as long as the node's agent is alive and
+  connected, so it is also how the others know the node is there.
 - ``coordinator``: the node that completes rounds (leased; taken over by
   compare-and-set when its holder dies).
 - ``round``: a small header of the last completed round: number, sizes, where
@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from rallypoint.errors import RallypointError
 
 VERSION = 1
-NODE_PREFIX = "node/"
 JOIN_PREFIX = "join/"
 DONE_PREFIX = "done/"
 ASSIGN_PREFIX = "assign/"
@@ -136,27 +135,18 @@ def _node_from(data: object) -> NodeRecord:
         raise RendezvousStateError("a node record lacks a field") from exc
 
 
-def encode_node(node: NodeRecord) -> str:
-    """JSON of a node record."""
-    return json.dumps({"v": VERSION, **_node_fields(node)})
+def encode_join(node: NodeRecord, target_round: int) -> str:
+    """JSON of a join record: who the node is and the round it wants."""
+    return json.dumps({"v": VERSION, **_node_fields(node), "round": target_round})
 
 
-def decode_node(text: str) -> NodeRecord:
-    """Parse a node record."""
-    return _node_from(_load(text, "node record"))
-
-
-def encode_join(target_round: int) -> str:
-    """JSON of a join record."""
-    return json.dumps({"v": VERSION, "round": target_round})
-
-
-def decode_join(text: str) -> int:
-    """The round a join record asks for."""
-    value = _load(text, "join record").get("round")
-    if not isinstance(value, int):
+def decode_join(text: str) -> tuple[NodeRecord, int]:
+    """The node and the round a join record asks for."""
+    data = _load(text, "join record")
+    target = data.get("round")
+    if not isinstance(target, int):
         raise RendezvousStateError("a join record has no round")
-    return value
+    return _node_from(data), target
 
 
 def encode_round(record: RoundRecord) -> str:
