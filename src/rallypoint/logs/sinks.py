@@ -34,6 +34,15 @@ def write_all(fd: int, data: bytes) -> None:
             return
 
 
+def with_prefix(data: bytes, prefix: bytes) -> bytes:
+    """Put ``prefix`` before every line of ``data`` (which ends with a newline).
+
+    Lines end at ``\n`` only, as torchrun reads them; a ``\r`` (progress bars)
+    stays inside its line. One ``replace`` in C, not a loop over lines.
+    """
+    return prefix + data[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
+
+
 class ConsoleSink:
     """Writes lines to the launcher's stdout or stderr, each behind an optional prefix."""
 
@@ -45,9 +54,7 @@ class ConsoleSink:
         """Write the batch (prefixed line by line) in one go."""
         if not data.endswith(b"\n"):
             data += b"\n"  # a last line without newline must not glue to another rank's
-        if self._prefix:
-            data = b"".join(self._prefix + line for line in data.splitlines(keepends=True))
-        write_all(self._fd, data)
+        write_all(self._fd, with_prefix(data, self._prefix) if self._prefix else data)
 
     def close(self) -> None:
         """Nothing to release: the fd belongs to the launcher."""
@@ -82,21 +89,30 @@ class FilteredFileSink(FileSink):
 
     def write_lines(self, data: bytes) -> None:
         """Keep the matching lines of the batch."""
-        lines = data.splitlines(keepends=True)
-        kept = [self._prefix + line for line in lines if any(f in line for f in self._filters)]
+        lines = data.split(b"\n")
+        ended = lines.pop() == b""  # a batch ends with a newline, except a last partial line
+        if not ended:
+            lines.append(data.rpartition(b"\n")[2])
+        kept = [line for line in lines if any(f in line for f in self._filters)]
         if kept:
-            super().write_lines(b"".join(kept))
+            super().write_lines(b"".join(self._prefix + line + b"\n" for line in kept))
 
 
 class TailSink:
     """Keeps the last ``size`` lines, whatever else happens to the stream."""
 
     def __init__(self, size: int = 30) -> None:
+        self._size = size
         self.lines: collections.deque[str] = collections.deque(maxlen=size)
 
     def write_lines(self, data: bytes) -> None:
-        """Remember the batch's lines."""
-        self.lines.extend(data.decode("utf-8", "replace").splitlines())
+        """Remember the batch's last lines (only those are decoded, however big the batch)."""
+        cut = len(data) - 1  # the batch's own final newline does not start a line
+        for _ in range(self._size):
+            cut = data.rfind(b"\n", 0, cut)
+            if cut < 0:
+                break
+        self.lines.extend(data[cut + 1 :].decode("utf-8", "replace").splitlines())
 
     def close(self) -> None:
         """Nothing to release."""
