@@ -338,6 +338,9 @@ def _reject_constant(name: str) -> object:
     raise ProtocolError(f"{name} is not valid JSON")
 
 
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)  # built once, not per frame
+
+
 class FrameDecoder:
     """Incremental decoder: feed bytes as they arrive, get whole messages back.
 
@@ -405,7 +408,7 @@ class FrameDecoder:
 
     def _decode(self, body: bytes) -> Message:
         try:
-            obj = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+            obj = _JSON.decode(body.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise ProtocolError(f"frame is not valid UTF-8: {exc.reason}") from exc
         except json.JSONDecodeError as exc:
