@@ -141,10 +141,11 @@ class Coordinator:
         return min((w for w in waits if w is not None), default=None)
 
     async def _complete(self, record: RoundRecord) -> None:
-        for node_id, place in assignments(record).items():
-            await self._client.put(
-                f"{ASSIGN_PREFIX}{record.round}/{node_id}", encode_assignment(place)
-            )
+        puts = [
+            self._client.put(f"{ASSIGN_PREFIX}{record.round}/{node_id}", encode_assignment(place))
+            for node_id, place in assignments(record).items()
+        ]
+        await asyncio.gather(*puts)  # pipelined on one connection, not one round trip each
         await self._client.put(MEMBERS_KEY, encode_round(record))
         await self._client.put(ROUND_KEY, encode_header(header_of(record, self._master_addr)))
         self._last = record
