@@ -99,10 +99,11 @@ class StoreRendezvous:
     # --- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Take a lease, publish this node, follow the store, stand ready to coordinate."""
+        """Take a lease and follow the store (both at once), stand ready to coordinate."""
         try:
-            self._lease = await self._client.lease_grant(self._timeouts.lease_ttl)
-            await self._mirror.start()
+            self._lease, _ = await asyncio.gather(
+                self._client.lease_grant(self._timeouts.lease_ttl), self._mirror.start()
+            )
         except StoreError as exc:
             raise RendezvousLostError(f"rendezvous store: {exc}") from exc
         self._tasks = [
