@@ -19,13 +19,21 @@ from rallypoint.workers.process import WorkerProcess, describe_signal
 
 logger = logging.getLogger(__name__)
 
+KILL_WAIT = 10.0  # seconds to wait for exits after SIGKILL before giving up on a process
+
 
 class WorkerGroup:
     """This node's workers for one attempt."""
 
-    def __init__(self, guardian: Guardian, on_exit: Callable[[WorkerProcess], None]) -> None:
+    def __init__(
+        self,
+        guardian: Guardian,
+        on_exit: Callable[[WorkerProcess], None],
+        kill_wait: float = KILL_WAIT,
+    ) -> None:
         self._guardian = guardian
         self._on_exit = on_exit
+        self._kill_wait = kill_wait
         self.workers: list[WorkerProcess] = []
         self._changed = asyncio.Event()
         self.killed: list[WorkerProcess] = []
@@ -79,9 +87,20 @@ class WorkerGroup:
                 describe_signal(signum),
             )
         self._signal_all(signal.SIGKILL)
-        await self.wait_all_exited()
+        try:
+            await asyncio.wait_for(self.wait_all_exited(), self._kill_wait)
+        except TimeoutError:  # stuck in the kernel (D state): as torchrun, give up on it
+            for worker in self.alive:
+                logger.error(
+                    "local rank %d (pid %d) did not end %.0f s after SIGKILL; "
+                    "leaving it to the guardian",
+                    worker.request.local_rank,
+                    worker.pid,
+                    KILL_WAIT,
+                )
         for worker in self.workers:
-            self._guardian.release(worker.pid)
+            if not worker.running:
+                self._guardian.release(worker.pid)
         self.killed = stubborn
         return stubborn
 
