@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agents", type=int, nargs="+", default=list(AGENT_COUNTS))
     p.add_argument("--sizes", type=int, nargs="+", default=list(SCALE_SIZES))
     p.add_argument("--runs", type=int, help="runs of measure 1 (default 5, quick 3)")
-    p.add_argument("--lease-ttl", type=float, default=3.0, help="simulated nodes' lease TTL")
+    p.add_argument("--lease-ttl", type=float, default=60.0, help="simulated nodes' lease TTL")
     p.add_argument("--profile", type=Path, help="cProfile the store and one client process")
     p.add_argument("--torchrun", help="torchrun executable (default: next to python)")
     p.add_argument("--rallypoint", help="rallypoint executable (default: next to python)")
