@@ -18,6 +18,7 @@ from collections.abc import Callable
 from rallypoint.agent.job import Job
 from rallypoint.agent.supervisor import Supervisor
 from rallypoint.config import DEFAULT_SIGNALS, Entrypoint, EntrypointKind, LaunchConfig
+from rallypoint.ids import temp_root
 
 
 def _entrypoint(entrypoint: Callable[..., object] | str, args: tuple[object, ...]) -> Entrypoint:
@@ -47,6 +48,7 @@ def launch(
         base,
         host=config.local_addr or socket.getfqdn(),
         call_args=args,
+        temp_root=temp_root(base),
     )
     result = asyncio.run(Supervisor(job).run())
     return dict(result.return_values)

@@ -26,6 +26,7 @@ class Job:
     base_env: Mapping[str, str]
     host: str
     call_args: tuple[object, ...] = ()
+    temp_root: str = "/tmp"  # where temporary folders go ($TMPDIR as the launcher saw it)
 
 
 @dataclass(frozen=True, slots=True)

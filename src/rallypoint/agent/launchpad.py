@@ -22,7 +22,6 @@ import os
 import pickle  # the callable hand-off to our own local child; see function_child
 import string
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from rallypoint.agent.worker_env import WorkerPlace, worker_env
 from rallypoint.clock import Clock
 from rallypoint.config import EntrypointKind, StdMask
 from rallypoint.failures.oom import oom_kill_count
+from rallypoint.ids import private_dir
 from rallypoint.logs.layout import WorkerFiles
 from rallypoint.logs.sinks import ConsoleSink, FileSink, FilteredFileSink, LineSink, TailSink
 from rallypoint.rendezvous.result import RendezvousResult
@@ -94,7 +94,11 @@ class Launchpad:
 
     def _prepare(self, local_rank: int) -> SpawnRequest:
         files = WorkerFiles.create(self.dir, local_rank)
-        work_dir = str(files.folder) if files.folder is not None else _scratch()
+        work_dir = (
+            str(files.folder)
+            if files.folder is not None
+            else private_dir(self.job.temp_root, "rallypoint_call_")
+        )
         slot = Slot(local_rank, self.rdzv.base_rank + local_rank, files, TailSink(), work_dir)
         self.prepared.slots[local_rank] = slot
         place = WorkerPlace(local_rank, self.restart_count, files.path("error.json"))
@@ -163,7 +167,3 @@ class Launchpad:
                 out,
             )
         return path
-
-
-def _scratch() -> str:
-    return tempfile.mkdtemp(prefix="rallypoint_call_")

@@ -36,7 +36,7 @@ def prestart(job: Job, clock: Clock, early_signals: list[int]) -> Prestart | Non
     """
     if job.config.max_nodes != 1 or early_signals:
         return None
-    layout = RunLayout.create(job.config.log_dir, job.config.run_id)
+    layout = RunLayout.create(job.config.log_dir, job.config.run_id, job.temp_root)
     guardian = Guardian()
     rendezvous: SingleNodeRendezvous | None = None
     try:

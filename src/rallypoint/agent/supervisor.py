@@ -87,7 +87,7 @@ class Supervisor:
         self.layout = (
             prestarted.layout
             if prestarted
-            else RunLayout.create(job.config.log_dir, job.config.run_id)
+            else RunLayout.create(job.config.log_dir, job.config.run_id, job.temp_root)
         )
         self.events = EventLog.for_handler(
             job.config.event_log_handler, job.config.run_id, self.layout.run_dir

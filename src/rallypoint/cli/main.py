@@ -30,6 +30,7 @@ from rallypoint.errors import (
     SignalReceived,
     UsageError,
 )
+from rallypoint.ids import temp_root
 
 
 def _configure(argv: Sequence[str], environ: Mapping[str, str]) -> Launch:
@@ -71,6 +72,7 @@ def _run(launch: Launch, early: list[int]) -> int:
         launch.entrypoint,
         launch.worker_base_env,
         host=launch.config.local_addr or socket.getfqdn(),
+        temp_root=temp_root(launch.worker_base_env),
     )
     clock = SystemClock()
     started = prestart(job, clock, early)  # before the heavy imports below, on purpose

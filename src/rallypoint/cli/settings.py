@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from rallypoint.cli.values import (
 from rallypoint.config import Entrypoint, EntrypointKind, LaunchConfig
 from rallypoint.devices import DeviceCounter
 from rallypoint.errors import ConfigError
+from rallypoint.ids import uuid4_text
 
 DEFAULT_MASTER_PORT = 29500
 SECRET_ENV = "RALLYPOINT_SECRET"  # noqa: S105 - the variable name, not a secret
@@ -183,7 +183,7 @@ def build_launch(
     raw: RawArgs,
     environ: Mapping[str, str],
     devices: DeviceCounter,
-    new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    new_id: Callable[[], str] = uuid4_text,
 ) -> Launch:
     """Turn parsed flags into a validated launch.
 

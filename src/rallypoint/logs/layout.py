@@ -10,9 +10,10 @@ same restart count gets ``attempt_<n>.<k>``.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from rallypoint.ids import private_dir
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,16 +23,22 @@ class RunLayout:
     run_dir: Path | None
 
     @classmethod
-    def create(cls, log_dir: str | None, run_id: str) -> RunLayout:
-        """Make the run folder (and the base folder if needed)."""
+    def create(cls, log_dir: str | None, run_id: str, temp_root: str) -> RunLayout:
+        """Make the run folder (and the base folder if needed).
+
+        Args:
+            log_dir: ``--log-dir``; None for a new ``torchelastic_*`` folder in ``temp_root``.
+            run_id: the job's run id, the prefix of the run folder.
+            temp_root: where temporary folders go (``$TMPDIR`` as the launcher saw it).
+        """
         if log_dir == os.devnull:
             return cls(None)
         if log_dir is None:
-            base = tempfile.mkdtemp(prefix="torchelastic_")
+            base = private_dir(temp_root, "torchelastic_")
         else:
             os.makedirs(log_dir, exist_ok=True)
             base = log_dir
-        return cls(Path(tempfile.mkdtemp(prefix=f"{run_id}_", dir=base)))
+        return cls(Path(private_dir(base, f"{run_id}_")))
 
     def attempt_dir(self, restart_count: int) -> Path | None:
         """Make and return a fresh folder for an attempt, never reusing an old one."""

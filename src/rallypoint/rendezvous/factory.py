@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import socket
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -196,7 +195,7 @@ async def open_rendezvous(config: LaunchConfig, host_name: str, clock: Clock) ->
     addr = config.local_addr or route_address(host, port)
     reservation = PortReservation.reserve(0)
     me = NodeRecord(
-        f"{addr}_{os.getpid()}_{uuid.uuid4().hex[:6]}",
+        f"{addr}_{os.getpid()}_{os.urandom(3).hex()}",
         addr,
         os.getpid(),
         config.nproc_per_node,
