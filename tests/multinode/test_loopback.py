@@ -25,9 +25,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.multinode, pytest.mark.torch]
 
 
 def c10d(nnodes: str, port: int, addr: str, nproc: int, *extra: str) -> list[str]:
-    return [f"--nnodes={nnodes}", f"--nproc-per-node={nproc}", "--rdzv-backend=c10d",
-            f"--rdzv-endpoint=127.0.0.1:{port}", f"--local-addr={addr}", "--rdzv-id=job",
-            *extra]
+    return [
+        f"--nnodes={nnodes}",
+        f"--nproc-per-node={nproc}",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+        f"--local-addr={addr}",
+        "--rdzv-id=job",
+        *extra,
+    ]
 
 
 def results(out: Path) -> list[dict[str, str]]:
@@ -35,8 +41,9 @@ def results(out: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize("nprocs", [(1, 1), (1, 2, 3)], ids=["2x1", "1+2+3"])
-def test_agents_all_reduce_with_torchruns_ranks(mark: str, tmp_path: Path,
-                                                nprocs: tuple[int, ...]) -> None:
+def test_agents_all_reduce_with_torchruns_ranks(
+    mark: str, tmp_path: Path, nprocs: tuple[int, ...]
+) -> None:
     port, env = free_port(), launcher_env(mark, OUT_DIR=str(tmp_path))
     n = len(nprocs)
     agents = []
@@ -53,28 +60,43 @@ def test_agents_all_reduce_with_torchruns_ranks(mark: str, tmp_path: Path,
     # torchrun's layout: group ranks by sorted address, each node a contiguous block
     base = 0
     for group, nproc in enumerate(nprocs):
-        mine = sorted((r for r in seen if r["GROUP_RANK"] == str(group)),
-                      key=lambda r: int(r["LOCAL_RANK"]))
+        mine = sorted(
+            (r for r in seen if r["GROUP_RANK"] == str(group)), key=lambda r: int(r["LOCAL_RANK"])
+        )
         assert [int(r["RANK"]) for r in mine] == list(range(base, base + nproc))
         assert {r["LOCAL_WORLD_SIZE"] for r in mine} == {str(nproc)}
         base += nproc
     assert {(r["WORLD_SIZE"], r["GROUP_WORLD_SIZE"], r["ROLE_WORLD_SIZE"]) for r in seen} == {
-        (str(world), str(n), str(world))}
+        (str(world), str(n), str(world))
+    }
     assert {r["MASTER_ADDR"] for r in seen} == {"127.0.0.1"}
 
 
 def test_static_rendezvous_with_node_ranks(mark: str, tmp_path: Path) -> None:
     port, env = free_port(), launcher_env(mark, OUT_DIR=str(tmp_path))
-    common = ["--nnodes=2", "--nproc-per-node=2", "--rdzv-backend=static",
-              "--master-addr=127.0.0.1", f"--master-port={port}"]
-    second = start_agent([*common, "--node-rank=1", "--local-addr=127.0.0.2",
-                          str(SCRIPTS / "allreduce.py")], env, tmp_path / "agent1")
-    first = start_agent([*common, "--node-rank=0", str(SCRIPTS / "allreduce.py")], env,
-                        tmp_path / "agent0")
+    common = [
+        "--nnodes=2",
+        "--nproc-per-node=2",
+        "--rdzv-backend=static",
+        "--master-addr=127.0.0.1",
+        f"--master-port={port}",
+    ]
+    second = start_agent(
+        [*common, "--node-rank=1", "--local-addr=127.0.0.2", str(SCRIPTS / "allreduce.py")],
+        env,
+        tmp_path / "agent1",
+    )
+    first = start_agent(
+        [*common, "--node-rank=0", str(SCRIPTS / "allreduce.py")], env, tmp_path / "agent0"
+    )
     assert finish([first, second], 120) == [0, 0], (tmp_path / "agent1.err").read_text()
     seen = results(tmp_path)
     assert {(r["GROUP_RANK"], r["RANK"]) for r in seen} == {
-        ("0", "0"), ("0", "1"), ("1", "2"), ("1", "3")}
+        ("0", "0"),
+        ("0", "1"),
+        ("1", "2"),
+        ("1", "3"),
+    }
     assert {r["sum"] for r in seen} == {10.0}
     assert {r["MASTER_ADDR"] for r in seen} == {"127.0.0.1"}
 
@@ -118,3 +140,35 @@ def test_sigkill_of_an_agent_shrinks_the_job(mark: str, tmp_path: Path) -> None:
     delay = min(float(s["time"]) for s in restarted) - killed_at
     assert delay < 10, f"survivors restarted {delay:.2f} s after the kill"
     (tmp_path / "kill_to_restart.txt").write_text(f"{delay:.3f}\n")
+
+
+def test_wrong_secret_and_wrong_run_id_are_refused_on_both_sides(mark: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = launcher_env(mark, OUT_DIR=str(tmp_path), RALLYPOINT_SECRET="right")
+    script = str(SCRIPTS / "allreduce.py")
+    host = start_agent(c10d("2", port, "127.0.0.1", 1, script), env, tmp_path / "host")
+    wait_listening("127.0.0.1", port)
+    wrong = start_agent(
+        c10d("2", port, "127.0.0.2", 1, script),
+        {**env, "RALLYPOINT_SECRET": "wrong"},
+        tmp_path / "wrong",
+    )
+    other = [
+        "--nnodes=2",
+        "--nproc-per-node=1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+        "--local-addr=127.0.0.3",
+        "--rdzv-id=other",
+        script,
+    ]
+    stranger = start_agent(other, env, tmp_path / "stranger")
+    assert finish([wrong, stranger], 60) == [1, 1]
+    wrong_err = (tmp_path / "wrong.err").read_text()
+    assert "refused this node" in wrong_err
+    assert "secret" in wrong_err
+    assert "does not match" in (tmp_path / "stranger.err").read_text()
+    good = start_agent(c10d("2", port, "127.0.0.2", 1, script), env, tmp_path / "good")
+    assert finish([host, good], 120) == [0, 0], (tmp_path / "host.err").read_text()
+    assert "store refused" in (tmp_path / "host.err").read_text()  # the host says so too
+    assert {r["sum"] for r in results(tmp_path)} == {3.0}
