@@ -172,3 +172,17 @@ def test_wrong_secret_and_wrong_run_id_are_refused_on_both_sides(mark: str, tmp_
     assert finish([host, good], 120) == [0, 0], (tmp_path / "host.err").read_text()
     assert "store refused" in (tmp_path / "host.err").read_text()  # the host says so too
     assert {r["sum"] for r in results(tmp_path)} == {3.0}
+
+
+def test_waiting_is_visible_and_the_join_timeout_is_one_line(mark: str, tmp_path: Path) -> None:
+    port = free_port()
+    args = c10d(
+        "2:3", port, "127.0.0.1", 1, "--rdzv-conf=join_timeout=7", str(SCRIPTS / "allreduce.py")
+    )
+    alone = start_agent(args, launcher_env(mark, OUT_DIR=str(tmp_path)), tmp_path / "alone")
+    assert finish([alone], 60) == [1]
+    err = (tmp_path / "alone.err").read_text().splitlines()
+    assert any("waiting for round 0 to form: 1 of 2:3 nodes joined" in line for line in err)
+    assert err[-1].startswith("rallypoint: error: waiting for round 0 to form: 1 of 2:3")
+    assert err[-1].endswith("gave up after 7 s")
+    assert not any("Traceback" in line for line in err)
