@@ -54,6 +54,40 @@ class Outcome:
         )
 
 
+def launch_each(
+    argv: Mapping[str, Sequence[str]], envs: Mapping[str, Mapping[str, str]], cwd: Path
+) -> dict[str, subprocess.Popen[str]]:
+    """Start ``<launcher> argv[launcher]`` for each launcher named in ``argv``, at once."""
+    return {
+        name: subprocess.Popen(
+            [*LAUNCHERS[name], *argv[name]],
+            env=dict(envs[name]),
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in argv
+    }
+
+
+def finish_each(
+    procs: Mapping[str, subprocess.Popen[str]], timeout: float = 120
+) -> dict[str, Outcome]:
+    """Wait for every launcher; kill any still running when one times out."""
+    outcomes = {}
+    try:
+        for name, proc in procs.items():
+            out, err = proc.communicate(timeout=timeout)
+            outcomes[name] = Outcome(name, proc.returncode, out, err)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return outcomes
+
+
 def run_both(
     args: Sequence[str],
     envs: Mapping[str, Mapping[str, str]],
@@ -68,29 +102,9 @@ def run_both(
     start); otherwise torchrun first, then rallypoint (needed when both must
     bind the same fixed port).
     """
-    outcomes: dict[str, Outcome] = {}
     if concurrent:
-        procs = {
-            name: subprocess.Popen(
-                [*LAUNCHERS[name], *args],
-                env=dict(envs[name]),
-                cwd=cwd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for name in LAUNCHERS
-        }
-        for name, proc in procs.items():
-            try:
-                out, err = proc.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                for other in procs.values():
-                    other.kill()
-                    other.communicate()
-                raise
-            outcomes[name] = Outcome(name, proc.returncode, out, err)
-        return outcomes
+        return finish_each(launch_each(dict.fromkeys(LAUNCHERS, args), envs, cwd), timeout)
+    outcomes: dict[str, Outcome] = {}
     for name in LAUNCHERS:
         done = subprocess.run(
             [*LAUNCHERS[name], *args],

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat._helpers import LAUNCHERS, SCRIPTS, Outcome, base_env
+from tests.compat._helpers import LAUNCHERS, SCRIPTS, Outcome, base_env, finish_each, launch_each
 from tests.conftest import wait_until_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.torch]
@@ -56,36 +56,6 @@ TIME = re.compile(r"^\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d$")
 
 
 # --- running both launchers -------------------------------------------------------------
-
-
-def _launch(
-    argv: Mapping[str, Sequence[str]], envs: Mapping[str, Mapping[str, str]], cwd: Path
-) -> dict[str, subprocess.Popen[str]]:
-    return {
-        name: subprocess.Popen(
-            [*LAUNCHERS[name], *argv[name]],
-            env=dict(envs[name]),
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name in argv
-    }
-
-
-def _finish(procs: Mapping[str, subprocess.Popen[str]], timeout: float = 120) -> dict[str, Outcome]:
-    outcomes = {}
-    try:
-        for name, proc in procs.items():
-            out, err = proc.communicate(timeout=timeout)
-            outcomes[name] = Outcome(name, proc.returncode, out, err)
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    return outcomes
 
 
 @dataclass(frozen=True)
@@ -159,7 +129,7 @@ def _run_frozen(
     finally:
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
-        outcomes = _finish(procs)
+        outcomes = finish_each(procs)
     return outcomes
 
 
@@ -338,7 +308,7 @@ def _run_case(case: str, root: Path, mark: str) -> Run:
     folder = root / case
     folder.mkdir()
     argv, envs, log_dirs, work_dirs = _prepare(folder, mark, nproc, FAIL_WORKER, **extra)
-    return Run(_finish(_launch(argv, envs, folder)), log_dirs, work_dirs)
+    return Run(finish_each(launch_each(argv, envs, folder)), log_dirs, work_dirs)
 
 
 @pytest.fixture(scope="module")
@@ -470,13 +440,13 @@ def test_sigkill_from_outside(tmp_path: Path, mark: str) -> None:
     argv, envs, log_dirs, work_dirs = _prepare(
         tmp_path, mark, 2, FAIL_WORKER, COMPAT_MODE="sleep", COMPAT_OTHERS="sleep"
     )
-    procs = _launch(argv, envs, tmp_path)
+    procs = launch_each(argv, envs, tmp_path)
     try:
         _wait_for_files([work_dirs[n] / f"rank{r}.pid" for n in LAUNCHERS for r in (0, 1)])
         for name in LAUNCHERS:
             os.kill(int((work_dirs[name] / "rank1.pid").read_text()), signal.SIGKILL)
     finally:
-        outcomes = _finish(procs)
+        outcomes = finish_each(procs)
     both = _both(Run(outcomes, log_dirs, work_dirs), culprit=1)
     for summary in (both.torchrun, both.rallypoint):
         assert summary.root.exitcode == "-9 (pid: P)  (SIGKILL)"
@@ -497,7 +467,7 @@ def test_eight_ranks_same_traceback(tmp_path: Path, mark: str) -> None:
     """
     nproc = 8
     argv, envs, log_dirs, work_dirs = _prepare(tmp_path, mark, nproc, SAME_ERROR)
-    outcomes = _run_frozen(_launch(argv, envs, tmp_path), work_dirs, nproc)
+    outcomes = _run_frozen(launch_each(argv, envs, tmp_path), work_dirs, nproc)
     for outcome in outcomes.values():
         assert outcome.returncode == 1, outcome.describe()
     torch_summary = parse_summary(outcomes["torchrun"].stderr)
@@ -534,7 +504,7 @@ def test_success_and_failure_seen_together(tmp_path: Path, mark: str) -> None:
     argv, envs, log_dirs, work_dirs = _prepare(
         tmp_path, mark, 2, FAIL_WORKER, COMPAT_MODE="exit3", COMPAT_GO="1"
     )
-    outcomes = _run_frozen(_launch(argv, envs, tmp_path), work_dirs, 2)
+    outcomes = _run_frozen(launch_each(argv, envs, tmp_path), work_dirs, 2)
     both = _both(Run(outcomes, log_dirs, work_dirs), culprit=1)
     assert both.torchrun.root.exitcode == both.rallypoint.root.exitcode == "3 (pid: P) "
     assert both.rallypoint.other_lines == both.torchrun.other_lines == ["  <NO_OTHER_FAILURES>"]

@@ -30,7 +30,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat._helpers import LAUNCHERS, RALLYPOINT, SCRIPTS, Outcome, base_env
+from tests.compat._helpers import (
+    LAUNCHERS,
+    RALLYPOINT,
+    SCRIPTS,
+    Outcome,
+    base_env,
+    finish_each,
+    launch_each,
+)
 from tests.conftest import wait_until_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.torch]
@@ -88,36 +96,6 @@ def _lines(stream: str, rank: int, count: int = LINES) -> list[str]:
     return [f"{tag} rank={rank} line={i}" for i in range(count)]
 
 
-def _launch(
-    argv: Mapping[str, Sequence[str]], envs: Mapping[str, Mapping[str, str]], cwd: Path
-) -> dict[str, subprocess.Popen[str]]:
-    return {
-        name: subprocess.Popen(
-            [*LAUNCHERS[name], *argv[name]],
-            env=dict(envs[name]),
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name in argv
-    }
-
-
-def _finish(procs: Mapping[str, subprocess.Popen[str]], timeout: float = 120) -> dict[str, Outcome]:
-    outcomes = {}
-    try:
-        for name, proc in procs.items():
-            out, err = proc.communicate(timeout=timeout)
-            outcomes[name] = Outcome(name, proc.returncode, out, err)
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    return outcomes
-
-
 def _worker_lines(text: str) -> list[str]:
     return sorted(line for line in text.splitlines() if line and not LAUNCHER_LINE.match(line))
 
@@ -153,7 +131,7 @@ def _run_case(case: str, root: Path, mark: str) -> Run:
         for name in LAUNCHERS
     }
     env = base_env(folder, mark, OMP_NUM_THREADS="1", COMPAT_LINES=str(LINES))
-    return Run(_finish(_launch(argv, dict.fromkeys(LAUNCHERS, env), folder)), log_dirs)
+    return Run(finish_each(launch_each(argv, dict.fromkeys(LAUNCHERS, env), folder)), log_dirs)
 
 
 @pytest.fixture(scope="module")
