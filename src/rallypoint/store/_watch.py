@@ -44,14 +44,23 @@ class Watch:
         return self
 
     async def __anext__(self) -> WatchEvent:
-        item = await self._queue.get()
-        if isinstance(item, WatchEvent):
-            return item
-        self._queue.put_nowait(item)  # keep the end visible to later calls
-        if item is None:
-            raise StopAsyncIteration
-        raise item
+        return await next_event(self._queue)
 
     async def cancel(self) -> None:
         """Stop the watch on the server; iteration ends after the events already queued."""
         await self._unwatch(self._id)
+
+
+async def next_event(queue: asyncio.Queue[WatchItem]) -> WatchEvent:
+    """The next event of a watch's queue, for every backend's watch.
+
+    The end of the watch (None: cancelled; an exception: the connection's error)
+    stays in the queue, so every later call sees it too.
+    """
+    item = await queue.get()
+    if isinstance(item, WatchEvent):
+        return item
+    queue.put_nowait(item)
+    if item is None:
+        raise StopAsyncIteration
+    raise item

@@ -26,7 +26,7 @@ from rallypoint.store._errors import (
     StoreProtocolError,
     StoreRequestError,
 )
-from rallypoint.store._watch import WatchItem
+from rallypoint.store._watch import WatchItem, next_event
 from rallypoint.store.messages import EventKind, WatchEvent
 
 from ._codec import header_revision, int_field, prefix_range, unb64
@@ -96,13 +96,7 @@ class EtcdWatch:
         return self
 
     async def __anext__(self) -> WatchEvent:
-        item = await self._queue.get()
-        if isinstance(item, WatchEvent):
-            return item
-        self._queue.put_nowait(item)  # keep the end visible to later calls
-        if item is None:
-            raise StopAsyncIteration
-        raise item
+        return await next_event(self._queue)
 
     async def start(self) -> None:
         """Open the stream and wait until etcd confirms the watch (or refuses it)."""
