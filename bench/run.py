@@ -364,11 +364,21 @@ def write_json(
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def compile_rallypoint() -> None:
+    """Byte-compile rallypoint as pip did torch: an editable install is not compiled, and
+    with PYTHONDONTWRITEBYTECODE set every run would compile its modules again."""
+    import rallypoint
+
+    package = str(Path(rallypoint.__file__).parent)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", package], check=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if shutil.which("hyperfine") is None:
         sys.exit("hyperfine not found (apt-get install -y hyperfine)")
     exes = {name: resolve(name, getattr(args, name)) for name in LAUNCHERS}
+    compile_rallypoint()
     env = environment(exes)
     print("## Environment\n")
     lines = [f"- {k}: {v}" for k, v in env.items()] + [f"- runs: {args.runs}"]
