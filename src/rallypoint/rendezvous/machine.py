@@ -167,11 +167,6 @@ def decide_running(view: View, current: RoundRecord, settings: Settings) -> Runn
     return RunningDecision(Change.KEEP)
 
 
-def done_round(view_done: Mapping[str, bool], current: RoundRecord) -> bool:
-    """True when every member of ``current`` reported its workers succeeded."""
-    return all(view_done.get(m.node_id, False) for m in current.members)
-
-
 def assignments(record: RoundRecord) -> dict[str, Assignment]:
     """Every member's place in ``record``, in one pass (contract §3.2)."""
     role_totals: dict[str, int] = {}

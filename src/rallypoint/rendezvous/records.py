@@ -79,13 +79,6 @@ class RoundRecord:
         """The node of group rank 0, where worker rank 0 serves torch's store."""
         return self.members[0]
 
-    def rank_of(self, node_id: str) -> int | None:
-        """This node's group rank, or None if it is not a member."""
-        for rank, member in enumerate(self.members):
-            if member.node_id == node_id:
-                return rank
-        return None
-
 
 @dataclass(frozen=True, slots=True)
 class ClosedRecord:
