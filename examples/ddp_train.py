@@ -50,6 +50,7 @@ def main() -> None:
     checksum = sum(float(p.detach().sum()) for p in model.parameters())
     if rank == 0:
         print(f"world={world} loss={float(total) / world:.6f} checksum={checksum:.6f}", flush=True)
+    dist.barrier()  # leave together: no rank tears down while a peer still talks
     dist.destroy_process_group()
 
 

@@ -105,10 +105,17 @@ class Attempt:
         self._deps.events.emit(Event(kind, at, fields))
 
     async def drain(self) -> None:
-        """Wait (briefly) until every pipe has been read to its end."""
+        """Wait (briefly) until every pipe has been read to its end, then let go of all.
+
+        A pipe whose write end lives on in some process we could not stop is
+        closed on our side after DRAIN_SECONDS, so nothing stays open past the attempt.
+        """
         pending = [p.finished for p in self._pumps]
         if pending:
             await asyncio.wait(pending, timeout=DRAIN_SECONDS)
+        for pump in self._pumps:
+            pump.abandon()
+        await asyncio.gather(*(p.finished for p in self._pumps))
 
     def failure(
         self, worker: WorkerProcess, exited_wall: float, exited_mono: float

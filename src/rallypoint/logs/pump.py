@@ -24,7 +24,17 @@ class PipePump(asyncio.Protocol):
     def __init__(self, sinks: Sequence[LineSink]) -> None:
         self._sinks = sinks
         self._pending = b""
+        self._transport: asyncio.BaseTransport | None = None
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport, to close it if the pipe never reaches its end."""
+        self._transport = transport
+
+    def abandon(self) -> None:
+        """Stop reading now (whoever holds the write end keeps it); sinks get what came."""
+        if self._transport is not None and not self.finished.done():
+            self._transport.close()
 
     def data_received(self, data: bytes) -> None:
         """Deliver everything up to the last newline; keep the rest."""

@@ -19,4 +19,5 @@ env = {k: os.environ[k] for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "GROUP_RAN
                                   "TORCHELASTIC_RESTART_COUNT")}
 out = Path(os.environ["OUT_DIR"]) / f"{os.environ['TORCHELASTIC_RESTART_COUNT']}_{env['RANK']}.json"
 out.write_text(json.dumps({**env, "sum": value.item()}))
+dist.barrier()  # leave together: no rank tears down while a peer still talks
 dist.destroy_process_group()

@@ -33,4 +33,5 @@ except RuntimeError as exc:
     sys.exit(1)
 with (out / "finished.jsonl").open("a") as log:
     log.write(json.dumps({"time": time.time(), **info}) + "\n")
+dist.barrier()  # leave together: no rank tears down while a peer still talks
 dist.destroy_process_group()
