@@ -9,11 +9,14 @@ programs), or raise :class:`~rallypoint.errors.ChildFailedError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
+import signal
 import socket
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from rallypoint.agent.job import Job
 from rallypoint.agent.supervisor import Supervisor
@@ -50,8 +53,28 @@ def launch(
         call_args=args,
         temp_root=temp_root(base),
     )
-    result = asyncio.run(Supervisor(job).run())
+    with _handlers_kept(config.handled_signals):
+        result = asyncio.run(Supervisor(job).run())
     return dict(result.return_values)
+
+
+@contextlib.contextmanager
+def _handlers_kept(signals: tuple[signal.Signals, ...]) -> Iterator[None]:
+    """Put back the caller's handlers of ``signals`` once the launch is over.
+
+    The agent's loop installs its own handlers for the handled signals and, on
+    removing them, leaves the defaults; the caller's handlers are restored here.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # the agent installs no handler outside the main thread
+        return
+    found = {sig: signal.getsignal(sig) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in found.items():
+            if handler is not None:  # None: installed from C, cannot be put back
+                signal.signal(sig, handler)
 
 
 class elastic_launch:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,20 @@ def test_run_path_failure_is_named_run_script_path(mark: str) -> None:
     assert "run_script_path FAILED" in result.stderr
     assert "error_file: " in result.stderr
     assert "error.json" in result.stderr
+
+
+def _callers_handler(signum: int, frame: object) -> None:
+    raise AssertionError(f"signal {signum} reached the test's handler")
+
+
+def test_launch_puts_back_the_callers_signal_handlers() -> None:
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+    before = {sig: signal.signal(sig, _callers_handler) for sig in handled}
+    try:
+        assert launch(config(), "/bin/true") == {0: None, 1: None}
+        assert {sig: signal.getsignal(sig) for sig in handled} == dict.fromkeys(
+            handled, _callers_handler
+        )
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
