@@ -14,12 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from rallypoint.endpoints import C10D_PORT, check_port, parse_endpoint
 from rallypoint.errors import ConfigError
+from rallypoint.signals import DEFAULT_SIGNALS_TEXT, UNCATCHABLE
 
 BACKENDS = ("static", "c10d", "etcd", "etcd-v2")
+ETCD_BACKENDS = ("etcd", "etcd-v2")
 EVENT_LOG_HANDLERS = ("null", "console", "dynamic_rendezvous")
 DEFAULT_SHUTDOWN_TIMEOUT = 30
-DEFAULT_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT"
+DEFAULT_SIGNALS = DEFAULT_SIGNALS_TEXT
+MAX_RUN_ID = 200  # bytes: a file name holds 255, and the folder adds _<12 random>
 
 
 class StdMask(enum.IntFlag):
@@ -131,17 +135,59 @@ class LaunchConfig:
             f"use one of {', '.join(EVENT_LOG_HANDLERS)}",
         )
         _check(bool(self.role), "--role must not be empty")
+        _check(self.node_rank >= 0, f"--node-rank must be 0 or more, got {self.node_rank}")
+        _check(
+            self.rdzv_backend != "static" or self.node_rank < self.max_nodes,
+            f"--node-rank={self.node_rank} must be below --nnodes ({self.max_nodes}) "
+            "with static rendezvous",
+        )
+        self._check_run_id()
+        self._check_endpoints()
+        parse_signal_names(self.signals_to_handle)
+
+    def _check_run_id(self) -> None:
+        """The run id starts the name of the run's log folder: it must make a file name."""
+        _check(
+            "/" not in self.run_id and len(self.run_id.encode(errors="replace")) <= MAX_RUN_ID,
+            f"--rdzv-id={self.run_id!r}: a run id must not contain '/' "
+            f"and must stay under {MAX_RUN_ID} bytes (it names the run's log folder)",
+        )
+
+    def _check_endpoints(self) -> None:
+        if self.master_port is not None:
+            check_port(self.master_port, f"--master-port={self.master_port}")
+        if self.rdzv_backend not in ETCD_BACKENDS:  # etcd's list: rallypoint.store.etcd.config
+            parse_endpoint(self.rdzv_endpoint, C10D_PORT)
 
     @property
     def handled_signals(self) -> tuple[signal.Signals, ...]:
-        """The signals to trap and forward; unknown names are skipped (as torchrun does)."""
+        """The signals to trap and forward (checked when the config was made)."""
         return parse_signal_names(self.signals_to_handle)
 
 
 def parse_signal_names(names: str) -> tuple[signal.Signals, ...]:
-    """``"SIGTERM,SIGINT"`` -> the signals; names that do not exist are skipped."""
-    found = (getattr(signal.Signals, n.strip(), None) for n in names.split(","))
-    return tuple(s for s in found if s is not None)
+    """``"SIGTERM,SIGINT"`` -> the signals; empty items are skipped.
+
+    Raises:
+        ConfigError: a name that is not a signal, or one that cannot be caught
+            (torchrun logs a warning with a traceback for each and goes on).
+    """
+    return tuple(_signal_named(item.strip(), names) for item in names.split(",") if item.strip())
+
+
+def _signal_named(name: str, names: str) -> signal.Signals:
+    what = f"--signals-to-handle={names}"
+    sig = signal.Signals.__members__.get(name)
+    if sig is None:
+        raise ConfigError(
+            f"{what}: {name!r} is not a signal name; use names such as {DEFAULT_SIGNALS_TEXT}"
+        )
+    if sig in UNCATCHABLE:
+        raise ConfigError(
+            f"{what}: {name} cannot be caught, so no launcher can handle it; "
+            f"list only catchable signals, such as {DEFAULT_SIGNALS_TEXT}"
+        )
+    return sig
 
 
 @dataclass(frozen=True, slots=True)

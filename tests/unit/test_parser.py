@@ -97,3 +97,9 @@ def test_help_lists_every_spelling() -> None:
         "run_path",
         "virtual_local_rank",
     }
+
+
+def test_pet_value_outside_the_choices_is_refused() -> None:
+    with pytest.raises(UsageError, match=r"PET_START_METHOD='thread'.*spawn, fork, forkserver"):
+        parse_args(["x.py"], {"PET_START_METHOD": "thread"})
+    assert parse_args(["x.py"], {"PET_START_METHOD": "fork"}).start_method == "fork"

@@ -118,3 +118,52 @@ def test_shutdown_timeout_from_env_and_flag(script: str) -> None:
     assert launch(["--shutdown-timeout=5", script], env).config.shutdown_timeout == 5
     with pytest.raises(ConfigError, match="--shutdown-timeout"):
         launch(["--shutdown-timeout=-1", script])
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--rdzv-backend=static", "--rdzv-endpoint=10.0.0.1"], "--rdzv-endpoint=10.0.0.1: give"),
+        (["--nnodes=2", "--rdzv-backend=c10d", "--rdzv-endpoint=h:abc"], "'abc' is not a number"),
+        (["--nnodes=2", "--rdzv-backend=c10d", "--rdzv-endpoint=h:99999"], "from 0 to 65535"),
+        (["--nnodes=2", "--rdzv-backend=etcd", "--rdzv-endpoint=h:0"], "from 1 to 65535"),
+        (["--nnodes=2", "--rdzv-backend=etcd-v2", "--rdzv-endpoint=h,:x"], "=:x: the port 'x'"),
+        (
+            ["--nnodes=2", "--rdzv-backend=etcd", "--rdzv-endpoint=h", "--rdzv-conf=protocol=ftp"],
+            "protocol=ftp",
+        ),
+        (["--master-addr=h", "--master-port=99999"], "--master-port=99999: the port"),
+        (["--master-port=-1"], "--master-port=-1: the port"),
+        (["--nproc-per-node=²"], "--nproc-per-node=²"),
+        (["--logs-specs=NOSUCH"], "no entry point torchrun.logs_specs[NOSUCH]"),
+    ],
+)
+def test_bad_values_are_refused_before_anything_starts(
+    script: str, args: list[str], says: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        launch([*args, script])
+    assert says in str(caught.value)
+
+
+def test_logs_specs_default_is_the_built_in_layout(script: str) -> None:
+    assert launch(["--logs-specs=default", script]).config.rdzv_backend == "c10d"
+
+
+def test_an_installed_logs_specs_plugin_is_named_and_refused(
+    script: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dist = tmp_path / "plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[torchrun.logs_specs]\nmine = plugin:MySpecs\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"torchrun.logs_specs\[mine\].*\(plugin:MySpecs\)"):
+        launch(["--logs-specs=mine", script])
+
+
+def test_etcd_endpoints_are_checked_with_their_default_port(script: str) -> None:
+    config = launch(
+        ["--nnodes=2", "--rdzv-backend=etcd", "--rdzv-endpoint=https://a,[::1]:2380", script]
+    ).config
+    assert config.rdzv_endpoint == "https://a,[::1]:2380"

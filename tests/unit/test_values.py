@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from rallypoint.cli.values import (
-    parse_endpoint,
     parse_filters,
     parse_nnodes,
     parse_ranks_filter,
@@ -66,22 +65,3 @@ def test_filters_double_comma_is_a_literal_comma() -> None:
     assert parse_filters("x,") == ("x", "")
     assert parse_filters("") == ("",)
     assert parse_filters(None) == ()
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("host:1234", ("host", 1234)),
-        ("host", ("host", 29400)),
-        (":5", ("localhost", 5)),
-        ("[::1]:7", ("::1", 7)),
-        ("", ("localhost", 29400)),
-    ],
-)
-def test_endpoint(text: str, expected: tuple[str, int]) -> None:
-    assert parse_endpoint(text, 29400) == expected
-
-
-def test_endpoint_rejects_bad_port() -> None:
-    with pytest.raises(ConfigError, match="port"):
-        parse_endpoint("h:x", 1)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import signal
 import sys
 
-DEFAULT_TRAPPED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+from rallypoint.signals import DEFAULT_SIGNALS
+
 _caught: list[int] = []
 
 
@@ -25,7 +26,7 @@ def entry() -> None:
     every worker is gone and every file closed, and tearing down the
     interpreter's objects one by one would only delay the exit.
     """
-    for sig in DEFAULT_TRAPPED:
+    for sig in DEFAULT_SIGNALS:
         signal.signal(sig, _remember)
     from rallypoint.cli.main import main
 

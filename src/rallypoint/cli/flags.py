@@ -14,6 +14,8 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rallypoint.signals import DEFAULT_SIGNALS_TEXT
+
 
 class FlagKind(enum.Enum):
     """How a flag's value is read."""
@@ -56,8 +58,6 @@ def _flag(dashed: str, help: str, **kw: object) -> Flag:
     return Flag(names=_spellings(dashed), dest=_dest(dashed), help=help, **kw)  # type: ignore[arg-type]
 
 
-DEFAULT_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT"
-
 FLAGS: tuple[Flag, ...] = (
     Flag(
         ("--nnodes",),
@@ -71,7 +71,12 @@ FLAGS: tuple[Flag, ...] = (
         "Rendezvous backend: static, c10d, etcd or etcd-v2.",
         default="static",
     ),
-    _flag("--rdzv-endpoint", "Rendezvous endpoint, host[:port].", default=""),
+    _flag(
+        "--rdzv-endpoint",
+        "Rendezvous endpoint: host[:port] or [ipv6]:port "
+        "(etcd: a comma-separated list; default ports 29400 c10d, 2379 etcd).",
+        default="",
+    ),
     _flag("--rdzv-id", "Job id shared by every node of the job.", default="none"),
     _flag("--rdzv-conf", "Extra rendezvous settings, key1=value1,key2=value2.", default=""),
     _flag(
@@ -151,11 +156,16 @@ FLAGS: tuple[Flag, ...] = (
         "Address of node rank 0 (static only), passed verbatim.",
         default="127.0.0.1",
     ),
-    _flag("--master-port", "Port on node rank 0 (static only); 29500 if unset.", convert=int),
+    _flag(
+        "--master-port",
+        "Port on node rank 0 (static only), 0 to 65535; 29500 if unset.",
+        convert=int,
+    ),
     _flag("--local-addr", "This node's address as other nodes reach it."),
     _flag(
         "--logs-specs",
-        "Accepted for compatibility; only the default log layout exists.",
+        "torchrun's LogsSpecs plugin name; only 'default' (the built-in log layout) "
+        "is accepted, as a plugin is a torch class.",
         pet=False,
     ),
     _flag(
@@ -167,7 +177,7 @@ FLAGS: tuple[Flag, ...] = (
     _flag(
         "--signals-to-handle",
         "Signals forwarded to the workers' process groups.",
-        default=DEFAULT_SIGNALS,
+        default=DEFAULT_SIGNALS_TEXT,
     ),
     _flag(
         "--shutdown-timeout",

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from rallypoint.agent.job import Job
 from rallypoint.agent.prestart import prestart
-from rallypoint.cli import DEFAULT_TRAPPED, output
+from rallypoint.cli import output
 from rallypoint.cli.parser import parse_args
 from rallypoint.cli.settings import Launch, build_launch
 from rallypoint.clock import SystemClock
@@ -31,6 +31,7 @@ from rallypoint.errors import (
     UsageError,
 )
 from rallypoint.ids import temp_root
+from rallypoint.signals import DEFAULT_SIGNALS
 
 
 def _configure(argv: Sequence[str], environ: Mapping[str, str]) -> Launch:
@@ -56,7 +57,7 @@ def _settle_signals(config: LaunchConfig, early: list[int]) -> None:
     with contextlib.suppress(ValueError):  # not the main thread: nothing to trap
         for signum in handled:
             signal.signal(signum, lambda number, _frame: early.append(number))
-        for sig in DEFAULT_TRAPPED:
+        for sig in DEFAULT_SIGNALS:
             if int(sig) not in handled:
                 signal.signal(
                     sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler
@@ -113,6 +114,9 @@ def main(
         output.omp_warning()
     try:
         return _run(launch, early)
+    except UsageError as exc:  # a setting only the rendezvous reads, e.g. --rdzv-conf join_timeout
+        output.usage_error(str(exc))
+        return 2
     except (LaunchError, RendezvousError) as exc:
         output.launch_error(str(exc))
         return 1

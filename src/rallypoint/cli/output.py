@@ -24,14 +24,21 @@ NO_TRACEBACK = (
 MAX_RULE = 60
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character that would break or hide a line escaped (``\\n``)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def usage_error(message: str, stream: TextIO = sys.stderr) -> None:
-    """One line for bad input (exit code 2 follows)."""
-    print(f"{PREFIX}: error: {message} (see {PREFIX} --help)", file=stream)
+    """One line for bad input (exit code 2 follows), whatever the input held."""
+    print(f"{PREFIX}: error: {one_line(message)} (see {PREFIX} --help)", file=stream)
 
 
 def launch_error(message: str, stream: TextIO = sys.stderr) -> None:
     """One line for a job that could not start."""
-    print(f"{PREFIX}: error: {message}", file=stream)
+    print(f"{PREFIX}: error: {one_line(message)}", file=stream)
 
 
 def omp_warning(stream: TextIO = sys.stderr) -> None:

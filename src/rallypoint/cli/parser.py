@@ -80,6 +80,11 @@ def _value_default(flag: Flag, environ: Mapping[str, str]) -> object:
     raw = environ.get(flag.env_name or "")
     if raw is None:
         return flag.default
+    if flag.choices is not None and raw not in flag.choices:
+        raise UsageError(
+            f"{flag.env_name}={raw!r} is not a valid value for {flag.names[0]}; "
+            f"choose from {', '.join(flag.choices)}"
+        )
     try:
         return flag.convert(raw)
     except ValueError:

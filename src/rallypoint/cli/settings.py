@@ -7,6 +7,7 @@ the worker's command (§1.6) and the launcher environment the workers inherit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -14,19 +15,20 @@ from dataclasses import dataclass
 
 from rallypoint.cli.parser import RawArgs
 from rallypoint.cli.values import (
-    parse_endpoint,
     parse_filters,
     parse_nnodes,
     parse_ranks_filter,
     parse_rdzv_conf,
     parse_std_spec,
 )
-from rallypoint.config import Entrypoint, EntrypointKind, LaunchConfig
+from rallypoint.config import ETCD_BACKENDS, Entrypoint, EntrypointKind, LaunchConfig
 from rallypoint.devices import DeviceCounter
+from rallypoint.endpoints import MASTER_PORT, parse_endpoint
 from rallypoint.errors import ConfigError
 from rallypoint.ids import uuid4_text
 
-DEFAULT_MASTER_PORT = 29500
+DEFAULT_LOGS_SPECS = "default"  # the name torch gives its DefaultLogsSpecs entry point
+LOGS_SPECS_GROUP = "torchrun.logs_specs"
 SECRET_ENV = "RALLYPOINT_SECRET"  # noqa: S105 - the variable name, not a secret
 
 
@@ -43,7 +45,8 @@ class Launch:
 def resolve_nproc(text: str, devices: DeviceCounter) -> int:
     """``--nproc-per-node`` -> a count: an integer, ``cpu``, ``gpu`` or ``auto``."""
     if text.lstrip("-").isdigit():
-        return int(text)
+        with contextlib.suppress(ValueError):  # digits int() does not read, e.g. "²"
+            return int(text)
     if text == "cpu":
         return devices.cpus()
     if text == "gpu":
@@ -75,13 +78,38 @@ def _rendezvous(raw: RawArgs, max_nodes: int, new_id: Callable[[], str]) -> tupl
 
 def _static_master(raw: RawArgs, backend: str, endpoint: str) -> tuple[str, int]:
     """MASTER_ADDR/PORT of static rendezvous: the endpoint if given, else the master flags."""
-    port = DEFAULT_MASTER_PORT if raw.master_port is None else raw.master_port
+    port = MASTER_PORT if raw.master_port is None else raw.master_port
     if backend != "static" or not endpoint:
         return raw.master_addr, port
-    host, endpoint_port = parse_endpoint(endpoint, None)
-    if endpoint_port is None:
-        raise ConfigError(f"--rdzv-endpoint={endpoint}: static rendezvous needs a port")
-    return host, endpoint_port
+    master = parse_endpoint(endpoint, None)
+    return master.host, master.port
+
+
+def _check_etcd(backend: str, endpoint: str, conf: Mapping[str, str]) -> None:
+    """An etcd job's endpoints and settings, checked before anything starts."""
+    if backend in ETCD_BACKENDS:
+        from rallypoint.store.etcd.config import settings_of
+
+        settings_of(endpoint, conf)
+
+
+def _check_logs_specs(name: str | None) -> None:
+    """Only torch's ``default`` layout exists here: a LogsSpecs plugin is a torch class."""
+    if name is None or name == DEFAULT_LOGS_SPECS:
+        return
+    from importlib import metadata
+
+    found = metadata.entry_points(group=LOGS_SPECS_GROUP, name=name)
+    if found:
+        raise ConfigError(
+            f"--logs-specs={name}: {LOGS_SPECS_GROUP}[{name}] is a torch LogsSpecs class "
+            f"({next(iter(found)).value}), which rallypoint never loads; only "
+            f"--logs-specs={DEFAULT_LOGS_SPECS} (the built-in layout) works"
+        )
+    raise ConfigError(
+        f"--logs-specs={name}: no entry point {LOGS_SPECS_GROUP}[{name}] is installed; "
+        f"rallypoint has only --logs-specs={DEFAULT_LOGS_SPECS} (the built-in layout)"
+    )
 
 
 def _entrypoint(raw: RawArgs) -> Entrypoint:
@@ -126,6 +154,8 @@ def _config(
         conf["rank"] = str(raw.node_rank)
     conf.setdefault("timeout", "900")
     master_addr, master_port = _static_master(raw, backend, endpoint)
+    _check_etcd(backend, endpoint, conf)
+    _check_logs_specs(raw.logs_specs)
     return LaunchConfig(
         min_nodes=min_nodes,
         max_nodes=max_nodes,

@@ -86,22 +86,3 @@ def parse_filters(text: str | None) -> tuple[str, ...]:
     placeholder = "\x00"
     pieces = text.replace(",,", placeholder).split(",")
     return tuple(p.replace(placeholder, ",") for p in pieces)
-
-
-def parse_endpoint(text: str, default_port: int | None) -> tuple[str, int | None]:
-    """``host[:port]`` or ``[v6]:port`` -> (host, port); an empty host is ``localhost``."""
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    if not port_text:
-        return host or "localhost", default_port
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f"--rdzv-endpoint={text}: the port must be an integer") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"--rdzv-endpoint={text}: the port must be between 0 and 65535")
-    return host or "localhost", port

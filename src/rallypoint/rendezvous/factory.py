@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from rallypoint.clock import Clock
-from rallypoint.config import LaunchConfig
+from rallypoint.config import ETCD_BACKENDS, LaunchConfig
+from rallypoint.endpoints import C10D_PORT, MASTER_PORT, parse_endpoint
 from rallypoint.errors import ConfigError, RendezvousLostError
 from rallypoint.rendezvous.base import Rendezvous
 from rallypoint.rendezvous.single import SingleNodeRendezvous
@@ -35,21 +36,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-C10D_PORT = 29400
-ETCD_BACKENDS = ("etcd", "etcd-v2")
 TRUE = ("1", "true", "t", "yes", "y")
 FALSE = ("0", "false", "f", "no", "n")
 
 
 def _endpoint(config: LaunchConfig) -> tuple[str, int]:
     if config.rdzv_backend == "static":
-        return config.master_addr or "127.0.0.1", config.master_port or 29500
-    text = config.rdzv_endpoint
-    host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.removeprefix(":")
-    return host or "localhost", int(port) if port else C10D_PORT
+        return config.master_addr or "127.0.0.1", config.master_port or MASTER_PORT
+    endpoint = parse_endpoint(config.rdzv_endpoint, C10D_PORT)
+    return endpoint.host, endpoint.port
 
 
 def _conf_float(config: LaunchConfig, key: str, default: float) -> float:

@@ -22,6 +22,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from rallypoint.endpoints import ETCD_PORT, parse_endpoint
 from rallypoint.errors import ConfigError
 
 from .store import DEFAULT_SESSION_TTL, EtcdStore, EtcdTls
@@ -34,7 +35,7 @@ __all__ = [
     "settings_of",
 ]
 
-DEFAULT_PORT = 2379
+DEFAULT_PORT = ETCD_PORT
 
 _ALIASES = {
     "ca_cert": "cacert",
@@ -73,7 +74,7 @@ def parse_endpoints(text: str) -> tuple[tuple[tuple[str, int], ...], str | None]
         scheme, sep, rest = item.partition("://")
         if sep:
             if scheme.lower() not in ("http", "https"):
-                raise ConfigError(f"--rdzv-endpoint {item}: the scheme must be http or https")
+                raise ConfigError(f"--rdzv-endpoint={item}: the scheme must be http or https")
             schemes.add(scheme.lower())
             item = rest.rstrip("/")
         endpoints.append(_host_port(item))
@@ -85,20 +86,8 @@ def parse_endpoints(text: str) -> tuple[tuple[tuple[str, int], ...], str | None]
 
 
 def _host_port(item: str) -> tuple[str, int]:
-    if item.startswith("["):
-        host, _, rest = item[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif item.count(":") == 1:
-        host, _, port_text = item.partition(":")
-    else:
-        host, port_text = item, ""  # a bare name, or a bare IPv6 address
-    if not host:
-        raise ConfigError(f"--rdzv-endpoint {item}: no host")
-    if not port_text:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"--rdzv-endpoint {item}: bad port {port_text!r}")
-    return host, int(port_text)
+    endpoint = parse_endpoint(item, DEFAULT_PORT, lowest=1)
+    return endpoint.host, endpoint.port
 
 
 def settings_of(endpoint_text: str, conf: Mapping[str, str]) -> EtcdSettings:
