@@ -17,6 +17,9 @@ class FakeGuardian:
     def release(self, pgid: int) -> None:
         self.released.append(pgid)
 
+    async def stop_escapees(self, signum: int, grace: float, kill_wait: float) -> None:
+        pass
+
 
 class StuckWorker(WorkerProcess):
     """A worker whose process never ends, whatever it is sent (as in the D state)."""

@@ -83,7 +83,7 @@ class Launchpad:
         try:
             for request in self.prepared.requests:
                 worker = WorkerProcess.spawn(request)
-                guardian.watch(worker.pid)
+                guardian.watch(worker.pid, request.env)
                 self.prepared.workers.append(worker)
         finally:
             for request in self.prepared.requests:

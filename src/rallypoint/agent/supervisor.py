@@ -116,7 +116,7 @@ class Supervisor:
             finally:
                 await rendezvous.close()
         finally:
-            guardian.close()
+            await guardian.aclose()
             self._remove_signals()
             self.events.close()
 

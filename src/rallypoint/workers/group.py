@@ -101,6 +101,7 @@ class WorkerGroup:
         for worker in self.workers:
             if not worker.running:
                 self._guardian.release(worker.pid)
+        await self._guardian.stop_escapees(signum, grace, self._kill_wait)
         self.killed = stubborn
         return stubborn
 
