@@ -9,6 +9,7 @@ supervisor and failures into :class:`~rallypoint.failures.report.WorkerFailure`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pickle  # the callable hand-off to our own local child; see function_child
@@ -24,7 +25,7 @@ from rallypoint.failures.error_file import read_error_file
 from rallypoint.failures.oom import killed_by_oom
 from rallypoint.failures.report import WorkerFailure
 from rallypoint.logs.layout import RunLayout
-from rallypoint.logs.pump import PipePump, pump_pipe
+from rallypoint.logs.pump import PipePump, pump_stream
 from rallypoint.rendezvous.result import RendezvousResult
 from rallypoint.workers.group import WorkerGroup
 from rallypoint.workers.guardian import Guardian
@@ -59,6 +60,7 @@ class Attempt:
         self.group = WorkerGroup(deps.guardian, self._exited)
         self.prepared = Prepared()
         self._pumps: list[PipePump] = []
+        self._winch = False  # a SIGWINCH handler is ours
 
     async def start(self) -> None:
         """Spawn every local worker, then adopt them."""
@@ -69,8 +71,9 @@ class Attempt:
     async def adopt(self, prepared: Prepared) -> None:
         """Attach spawned workers' pipes and exits to the loop."""
         self.prepared = prepared
-        for read_fd, sinks in prepared.pipes:
-            self._pumps.append(await pump_pipe(read_fd, sinks))
+        for stream in prepared.streams:
+            self._pumps.append(await pump_stream(stream))
+        self._follow_window_size(True)
         self.group.adopt(prepared.workers)
         for worker in prepared.workers:
             self._emit(
@@ -104,18 +107,43 @@ class Attempt:
         }
         self._deps.events.emit(Event(kind, at, fields))
 
-    async def drain(self) -> None:
-        """Wait (briefly) until every pipe has been read to its end, then let go of all.
+    def _follow_window_size(self, on: bool) -> None:
+        """Resize the workers' pseudo-terminals with the launcher's terminal (SIGWINCH)."""
+        loop = asyncio.get_running_loop()
+        if not on:
+            if self._winch:
+                loop.remove_signal_handler(signal.SIGWINCH)
+            return
+        terminals = [p for p in self._pumps if p.follows_terminal]
+        for pump in terminals:
+            pump.follow_size()  # it may have changed since the spawn
+        if not terminals or signal.SIGWINCH in self.job.config.handled_signals:
+            return
+        with contextlib.suppress(ValueError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(signal.SIGWINCH, _resize, terminals)
+            self._winch = True
 
-        A pipe whose write end lives on in some process we could not stop is
-        closed on our side after DRAIN_SECONDS, so nothing stays open past the attempt.
+    async def drain(self) -> None:
+        """Wait until every stream has been read to its end and shown, then let go of all.
+
+        A stream whose write end lives on in some process we could not stop is
+        closed on our side once it has been DRAIN_SECONDS without reaching its
+        end, so nothing stays open past the attempt. Time spent waiting for a
+        slow console does not count: what the workers wrote is never dropped.
         """
-        pending = [p.finished for p in self._pumps]
-        if pending:
-            await asyncio.wait(pending, timeout=DRAIN_SECONDS)
+        consoles = self.prepared.consoles
+        pending = {p.finished for p in self._pumps}
+        while pending:
+            await consoles.drained()
+            _, pending = await asyncio.wait(pending, timeout=DRAIN_SECONDS)
+            if not (consoles.any_pending or any(p.paused for p in self._pumps)):
+                break
         for pump in self._pumps:
             pump.abandon()
         await asyncio.gather(*(p.finished for p in self._pumps))
+        self._follow_window_size(False)
+        await consoles.drained()
+        consoles.close()
 
     def failure(
         self, worker: WorkerProcess, exited_wall: float, exited_mono: float
@@ -151,3 +179,8 @@ class Attempt:
             return None
         with open(os.path.join(work_dir, "result.pickle"), "rb") as handle:
             return pickle.load(handle)  # noqa: S301 - written by our own child
+
+
+def _resize(pumps: list[PipePump]) -> None:
+    for pump in pumps:
+        pump.follow_size()

@@ -12,8 +12,11 @@ Stream wiring, per worker and stream (contract §6, with our fixes):
 - otherwise a pipe pumped to the file (redirect, tee, or a filtered rank whose
   output torchrun would drop) and, when tee'd and shown, to the console with a
   ``[role<local_rank>]:`` prefix;
-- stderr is always a pipe, so that its last lines reach the failure summary
-  whatever the settings.
+- stderr is always read by the agent, so that its last lines reach the failure
+  summary whatever the settings: through a pseudo-terminal of the same size
+  when it would be the user's terminal under torchrun (plain, and the
+  launcher's stderr is a terminal), else through a pipe;
+- stdin is inherited, as under torchrun (``breakpoint()`` reads the user's terminal).
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ from rallypoint.config import EntrypointKind, StdMask
 from rallypoint.failures.oom import oom_kill_count
 from rallypoint.ids import private_dir
 from rallypoint.logs.layout import WorkerFiles
+from rallypoint.logs.pump import Stream
 from rallypoint.logs.sinks import ConsoleSink, FileSink, FilteredFileSink, LineSink, TailSink
+from rallypoint.logs.terminal import is_terminal, open_pty
+from rallypoint.logs.writer import Consoles
 from rallypoint.rendezvous.result import RendezvousResult
 from rallypoint.workers.command import substitute_local_rank_any, worker_argv
 from rallypoint.workers.guardian import Guardian
@@ -58,7 +64,8 @@ class Prepared:
 
     slots: dict[int, Slot] = field(default_factory=dict)
     requests: list[SpawnRequest] = field(default_factory=list)
-    pipes: list[tuple[int, list[LineSink]]] = field(default_factory=list)  # read fd, sinks
+    streams: list[Stream] = field(default_factory=list)  # what the agent reads
+    consoles: Consoles = field(default_factory=Consoles)
     workers: list[WorkerProcess] = field(default_factory=list)
     oom_count_at_start: int | None = None
     started_at: float = 0.0  # monotonic time of the spawn
@@ -130,16 +137,21 @@ class Launchpad:
             sinks.append(FileSink(slot.files.path(name)))
         if teed:
             sinks.extend(self._duplicate_sink(mask, self._prefix(slot)))
+        plain = shown and not redirected and not teed
         if teed and shown:
-            sinks.append(ConsoleSink(console_fd, self._prefix(slot)))
-        elif shown and not redirected:
+            sinks.append(ConsoleSink(self.prepared.consoles.writer(console_fd), self._prefix(slot)))
+        elif plain:
             if not sinks:
                 return None  # plain inherited stream
-            sinks.append(ConsoleSink(console_fd))
+            sinks.append(ConsoleSink(self.prepared.consoles.writer(console_fd)))
         if not sinks:
             return os.open(os.devnull, os.O_WRONLY)
+        if plain and is_terminal(console_fd):
+            read_fd, write_fd = open_pty(console_fd)
+            self.prepared.streams.append(Stream(read_fd, tuple(sinks), console_fd))
+            return write_fd
         read_fd, write_fd = os.pipe()
-        self.prepared.pipes.append((read_fd, sinks))
+        self.prepared.streams.append(Stream(read_fd, tuple(sinks)))
         return write_fd
 
     def _duplicate_sink(self, mask: StdMask, prefix: bytes) -> list[LineSink]:

@@ -1,72 +1,56 @@
-"""Where a worker's lines go: the console, files, filtered copies, a tail buffer.
+"""Where a worker's output goes: the console, files, filtered copies, a tail buffer.
 
-Every sink takes whole lines in batches (see :mod:`rallypoint.logs.pump`) and
-writes each batch with one call, so lines are never cut or mixed. Nothing here
-needs the event loop.
+Every sink takes a stream's bytes in order, in chunks that usually end at a
+newline; the last chunk of a quiet stream may end mid-line (a ``\r`` progress
+update, a prompt; see :mod:`rallypoint.logs.pump`). Sinks that work on lines
+keep such a rest until its line ends. The console goes through a
+:class:`~rallypoint.logs.writer.ConsoleWriter`, which never blocks the loop
+and keeps every line whole.
 """
 
 from __future__ import annotations
 
 import collections
-import os
 from typing import Protocol
+
+from rallypoint.logs.writer import ConsoleWriter
+
+LONGEST_HELD = 64 * 1024  # a line-based sink holds at most this much of an unfinished line
 
 
 class LineSink(Protocol):
-    """Receives batches of whole lines (bytes ending in newline, but maybe the last)."""
+    """Receives a stream's bytes, in order."""
 
-    def write_lines(self, data: bytes) -> None:
-        """Take one batch."""
+    def write(self, data: bytes) -> None:
+        """Take one chunk (usually whole lines; maybe the start of a line)."""
 
     def close(self) -> None:
-        """No more lines will come."""
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Write every byte of ``data`` to ``fd``."""
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view) :]
-        except BlockingIOError:
-            continue
-        except BrokenPipeError:
-            return
-
-
-def with_prefix(data: bytes, prefix: bytes) -> bytes:
-    """Put ``prefix`` before every line of ``data`` (which ends with a newline).
-
-    Lines end at ``\n`` only, as torchrun reads them; a ``\r`` (progress bars)
-    stays inside its line. One ``replace`` in C, not a loop over lines.
-    """
-    return prefix + data[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
+        """No more bytes will come."""
 
 
 class ConsoleSink:
-    """Writes lines to the launcher's stdout or stderr, each behind an optional prefix."""
+    """One worker stream shown on the launcher's stdout or stderr, behind an optional prefix."""
 
-    def __init__(self, fd: int, prefix: bytes = b"") -> None:
-        self._fd = fd
+    def __init__(self, writer: ConsoleWriter, prefix: bytes = b"") -> None:
+        self.writer = writer
         self._prefix = prefix
 
-    def write_lines(self, data: bytes) -> None:
-        """Write the batch (prefixed line by line) in one go."""
-        if not data.endswith(b"\n"):
-            data += b"\n"  # a last line without newline must not glue to another rank's
-        write_all(self._fd, with_prefix(data, self._prefix) if self._prefix else data)
+    def write(self, data: bytes) -> None:
+        """Hand the chunk to the console (which never blocks)."""
+        self.writer.send(self, data, self._prefix)
 
     def close(self) -> None:
-        """Nothing to release: the fd belongs to the launcher."""
+        """End a last line that had no newline, so it does not glue to another rank's."""
+        self.writer.end(self)
 
 
 class FileSink:
-    """Appends lines to a log file, flushed after every batch."""
+    """Appends to a log file, flushed after every chunk."""
 
     def __init__(self, path: str) -> None:
         self._file = open(path, "ab")  # noqa: SIM115 - closed by close()
 
-    def write_lines(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         """Append and flush."""
         self._file.write(data)
         self._file.flush()
@@ -74,6 +58,32 @@ class FileSink:
     def close(self) -> None:
         """Close the file."""
         self._file.close()
+
+
+class LineCutter:
+    """Cuts a stream into whole lines, holding an unfinished line (up to LONGEST_HELD)."""
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def lines(self, data: bytes) -> bytes:
+        """The whole lines that ``data`` completes; the rest is held."""
+        if self._rest:
+            data = self._rest + data
+        cut = data.rfind(b"\n") + 1
+        self._rest = data[cut:]
+        if len(self._rest) > LONGEST_HELD:
+            cut, self._rest = len(data), b""
+        return data[:cut]
+
+    def held(self) -> bytes:
+        """The unfinished line, still held."""
+        return self._rest
+
+    def rest(self) -> bytes:
+        """The unfinished line (now given up)."""
+        rest, self._rest = self._rest, b""
+        return rest
 
 
 class FilteredFileSink(FileSink):
@@ -86,16 +96,23 @@ class FilteredFileSink(FileSink):
         super().__init__(path)
         self._filters = tuple(f.encode() for f in filters)
         self._prefix = prefix
+        self._cutter = LineCutter()
 
-    def write_lines(self, data: bytes) -> None:
-        """Keep the matching lines of the batch."""
-        lines = data.split(b"\n")
-        ended = lines.pop() == b""  # a batch ends with a newline, except a last partial line
-        if not ended:
-            lines.append(data.rpartition(b"\n")[2])
+    def write(self, data: bytes) -> None:
+        """Keep the matching whole lines."""
+        self._keep(self._cutter.lines(data).split(b"\n")[:-1])
+
+    def close(self) -> None:
+        """A last line without newline is a line too."""
+        rest = self._cutter.rest()
+        if rest:
+            self._keep([rest])
+        super().close()
+
+    def _keep(self, lines: list[bytes]) -> None:
         kept = [line for line in lines if any(f in line for f in self._filters)]
         if kept:
-            super().write_lines(b"".join(self._prefix + line + b"\n" for line in kept))
+            super().write(b"".join(self._prefix + line + b"\n" for line in kept))
 
 
 class TailSink:
@@ -104,10 +121,12 @@ class TailSink:
     def __init__(self, size: int = 30) -> None:
         self._size = size
         self.lines: collections.deque[str] = collections.deque(maxlen=size)
+        self._cutter = LineCutter()
 
-    def write_lines(self, data: bytes) -> None:
-        """Remember the batch's last lines (only those are decoded, however big the batch)."""
-        cut = len(data) - 1  # the batch's own final newline does not start a line
+    def write(self, data: bytes) -> None:
+        """Remember the last whole lines (only those are decoded, however big the chunk)."""
+        data = self._cutter.lines(data)
+        cut = len(data) - 1  # the chunk's own final newline does not start a line
         for _ in range(self._size):
             cut = data.rfind(b"\n", 0, cut)
             if cut < 0:
@@ -115,8 +134,10 @@ class TailSink:
         self.lines.extend(data[cut + 1 :].decode("utf-8", "replace").splitlines())
 
     def close(self) -> None:
-        """Nothing to release."""
+        """A last line without newline is a line too."""
+        self.lines.extend(self._cutter.rest().decode("utf-8", "replace").splitlines())
 
     def text(self) -> str:
-        """The remembered lines, joined."""
-        return "\n".join(self.lines)
+        """The remembered lines, joined (with an unfinished last line)."""
+        held = self._cutter.held().decode("utf-8", "replace").splitlines()
+        return "\n".join([*self.lines, *held][-self._size :])

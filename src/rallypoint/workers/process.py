@@ -2,7 +2,9 @@
 
 Design note: the worker leads its own session and process group
 (``start_new_session=True``), so every signal goes to the group with
-``killpg`` and reaches the worker's own children too. Its exit is an event:
+``killpg`` and reaches the worker's own children too. As under torchrun it has
+no controlling terminal, though its stdin (and maybe stdout) may be the user's
+terminal: Ctrl-C reaches the launcher only, which forwards it. Its exit is an event:
 the kernel makes the pidfd readable when the process ends, and the agent's
 event loop calls back; nothing polls.
 """
@@ -29,7 +31,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class SpawnRequest:
-    """How to start one worker; ``stdout``/``stderr`` are fds or None to inherit."""
+    """How to start one worker; ``stdout``/``stderr`` are fds or None to inherit.
+
+    stdin is always inherited, as under torchrun.
+    """
 
     local_rank: int
     argv: Sequence[str]
@@ -57,7 +62,6 @@ class WorkerProcess:
             popen = subprocess.Popen(
                 list(request.argv),
                 env=dict(request.env),
-                stdin=subprocess.DEVNULL,
                 stdout=request.stdout,
                 stderr=request.stderr,
                 start_new_session=True,
