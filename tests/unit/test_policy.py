@@ -60,8 +60,8 @@ def run(events: list[Event], policy: Policy | None = None) -> tuple[Policy, list
     return policy, actions
 
 
-RUNNING = [Begin(), RoundJoined()]
-FAILING = [*RUNNING, Exited(0, 11, False)]
+RUNNING: list[Event] = [Begin(), RoundJoined()]
+FAILING: list[Event] = [*RUNNING, Exited(0, 11, False)]
 HISTORIES: dict[Phase, list[Event]] = {
     Phase.INIT: [],
     Phase.JOINING: [Begin()],

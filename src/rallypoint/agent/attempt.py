@@ -14,13 +14,15 @@ import logging
 import os
 import pickle  # the callable hand-off to our own local child; see function_child
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rallypoint.agent.job import AgentEvent, Job, WorkerExited
 from rallypoint.agent.launchpad import Launchpad, Prepared
+from rallypoint.agent.prestart import Prestart
 from rallypoint.clock import Clock
 from rallypoint.config import EntrypointKind
-from rallypoint.events.log import Event, EventKind, EventLog
+from rallypoint.events.log import EventLog, RunEvent, RunEventKind
 from rallypoint.failures.error_file import read_error_file
 from rallypoint.failures.oom import killed_by_oom
 from rallypoint.failures.report import WorkerFailure
@@ -41,7 +43,7 @@ class AttemptDeps:
     """What every attempt of a run shares."""
 
     guardian: Guardian
-    queue: asyncio.Queue[AgentEvent]
+    post: Callable[[AgentEvent], None]  # hands an event to the supervisor's loop
     clock: Clock
     events: EventLog
 
@@ -77,7 +79,7 @@ class Attempt:
         self.group.adopt(prepared.workers)
         for worker in prepared.workers:
             self._emit(
-                EventKind.WORKER_STARTED,
+                RunEventKind.WORKER_STARTED,
                 prepared.started_wall,
                 worker,
                 restart_count=self.restart_count,
@@ -92,11 +94,11 @@ class Attempt:
 
     def _exited(self, worker: WorkerProcess) -> None:
         event = WorkerExited(self.number, worker, self._clock.monotonic(), self._clock.wall())
-        self._deps.queue.put_nowait(event)
+        self._deps.post(event)
         status = worker.status.describe() if worker.status else "unknown"
-        self._emit(EventKind.WORKER_EXITED, event.at_wall, worker, exit=status)
+        self._emit(RunEventKind.WORKER_EXITED, event.at_wall, worker, exit=status)
 
-    def _emit(self, kind: EventKind, at: float, worker: WorkerProcess, **extra: object) -> None:
+    def _emit(self, kind: RunEventKind, at: float, worker: WorkerProcess, **extra: object) -> None:
         slot = self.prepared.slots[worker.request.local_rank]
         fields = {
             "attempt": self.number,
@@ -105,7 +107,16 @@ class Attempt:
             "pid": worker.pid,
             **extra,
         }
-        self._deps.events.emit(Event(kind, at, fields))
+        self._deps.events.emit(RunEvent(kind, at, fields))
+
+    def alive(self) -> list[WorkerProcess]:
+        """Workers whose exit has not been seen yet."""
+        return self.group.alive
+
+    async def stop(self, signum: int, grace: float, cut_short: asyncio.Event) -> None:
+        """Stop every worker (``signum``, ``grace``, SIGKILL) and read their pipes to the end."""
+        await self.group.stop(signum, grace, cut_short)
+        await self.drain()
 
     def _follow_window_size(self, on: bool) -> None:
         """Resize the workers' pseudo-terminals with the launcher's terminal (SIGWINCH)."""
@@ -184,3 +195,30 @@ class Attempt:
 def _resize(pumps: list[PipePump]) -> None:
     for pump in pumps:
         pump.follow_size()
+
+
+class LocalAttempts:
+    """Starts this node's attempts; attempt 0 of a prestarted job is adopted instead."""
+
+    def __init__(
+        self, job: Job, layout: RunLayout, deps: AttemptDeps, prestarted: Prestart | None
+    ) -> None:
+        self._job, self._layout, self._deps = job, layout, deps
+        self._prestarted = prestarted
+
+    @property
+    def prestarted(self) -> bool:
+        """Whether attempt 0's workers already run."""
+        return self._prestarted is not None
+
+    async def __call__(self, rdzv: RendezvousResult | None, number: int) -> Attempt:
+        """Attempt ``number`` of round ``rdzv``, its workers running and watched."""
+        pre, self._prestarted = self._prestarted, None
+        if pre is not None:
+            attempt = Attempt(self._job, pre.rdzv, number, self._layout, self._deps)
+            await attempt.adopt(pre.prepared)
+            return attempt
+        assert rdzv is not None
+        attempt = Attempt(self._job, rdzv, number, self._layout, self._deps)
+        await attempt.start()
+        return attempt

@@ -1,26 +1,27 @@
-"""The per-node supervisor: rendezvous, start, watch, stop, restart.
+"""The per-node supervisor: the driver of :mod:`rallypoint.agent.policy`.
 
-Design note: one asyncio loop consumes typed events from one queue -- worker
-exits (pidfd readiness), handled signals (handlers only enqueue) and changes
-of the rendezvous store (pushed by its watch). Nothing sleeps in a polling
-loop: the first failure is seen the instant its process ends, a peer's death
-the instant its lease ends. On a local failure the attempt's other workers are
-stopped (signal, grace, SIGKILL) and, while the job-wide restart budget lasts,
-every node restarts; a membership change restarts for free; a handled signal
-is forwarded as the same signal to every worker's process group.
+Design note: every decision is the policy's; this module only turns what
+happens on the loop into policy events and the policy's actions into I/O. One
+queue carries everything that happens (worker exits from pidfd readiness,
+handled signals -- the handlers only enqueue, early ones included -- and
+changes of the rendezvous store pushed by its watch), and :meth:`_next` is the
+one place that reads it. An action that takes time (joining a round, stopping
+the workers, counting a restart, the exit barrier) runs as the one outstanding
+operation while the queue is still read, so a signal or an exit is handled at
+once, whatever the node is waiting for. Nothing sleeps in a polling loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import signal
-from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import TypeVar
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
-from rallypoint.agent.attempt import Attempt, AttemptDeps
+from rallypoint.agent import policy as p
+from rallypoint.agent.attempt import AttemptDeps, LocalAttempts
 from rallypoint.agent.job import (
     AgentEvent,
     Job,
@@ -32,41 +33,71 @@ from rallypoint.agent.job import (
 from rallypoint.agent.prestart import Prestart
 from rallypoint.agent.reporting import persist_failure
 from rallypoint.clock import Clock, SystemClock
-from rallypoint.errors import ChildFailedError, RendezvousClosedError, SignalReceived
-from rallypoint.events.log import Event, EventKind, EventLog
-from rallypoint.failures.report import FailureReport
+from rallypoint.errors import (
+    ChildFailedError,
+    RendezvousClosedError,
+    RendezvousLostError,
+    SignalReceived,
+)
+from rallypoint.events.log import EventLog, RunEvent, RunEventKind
+from rallypoint.failures.report import FailureReport, WorkerFailure
 from rallypoint.logs.layout import RunLayout
 from rallypoint.rendezvous.base import Rendezvous
 from rallypoint.rendezvous.factory import open_rendezvous
 from rallypoint.rendezvous.machine import Change
+from rallypoint.rendezvous.result import RendezvousResult
 from rallypoint.workers.guardian import Guardian
+from rallypoint.workers.process import WorkerProcess
 
 logger = logging.getLogger(__name__)
 
-RESTART_GRACE = 30.0  # torchrun stops a failed group with a fixed 30 s grace
-T = TypeVar("T")
+
+class RunningAttempt(Protocol):
+    """What the driver needs of one attempt (:class:`~rallypoint.agent.attempt.Attempt`)."""
+
+    number: int
+    restart_count: int
+
+    def alive(self) -> list[WorkerProcess]:
+        """Workers whose exit has not been seen yet."""
+        ...
+
+    async def stop(self, signum: int, grace: float, cut_short: asyncio.Event) -> None:
+        """Stop every worker: ``signum``, ``grace`` seconds (less if cut short), SIGKILL."""
+        ...
+
+    def failure(self, worker: WorkerProcess, wall: float, mono: float) -> WorkerFailure:
+        """What the summary says about ``worker``."""
+        ...
+
+    def return_values(self) -> dict[int, object]:
+        """Per global rank: a callable's return value, or None."""
+        ...
 
 
-class Ending(enum.Enum):
-    """How an attempt ended."""
+class Attempts(Protocol):
+    """Starts attempts (:class:`~rallypoint.agent.attempt.LocalAttempts`; tests inject fakes)."""
 
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"  # a local worker failed
-    MEMBERSHIP = "membership"  # the rendezvous changed: restart for free
-    CLOSED = "closed"  # the job is over elsewhere
+    @property
+    def prestarted(self) -> bool:
+        """Whether attempt 0's workers already run."""
+        ...
+
+    def __call__(self, rdzv: RendezvousResult | None, number: int) -> Awaitable[RunningAttempt]:
+        """Start attempt ``number`` of round ``rdzv`` (None for a prestarted attempt 0)."""
+        ...
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """An attempt's end, with the failure report or the reason."""
-
-    ending: Ending
-    report: FailureReport | None = None
-    reason: str = ""
+MakeAttempts = Callable[[Callable[[AgentEvent], None]], Attempts]
 
 
 class Supervisor:
-    """Runs one node's part of a job to success, exhaustion or a signal."""
+    """Runs one node's part of a job to success, exhaustion or a signal.
+
+    ``rendezvous`` and ``attempts`` are seams for tests: by default the
+    rendezvous is opened from the config, and attempts spawn real workers
+    (``attempts`` gets the callback through which they post their exits).
+    """
 
     def __init__(
         self,
@@ -74,23 +105,37 @@ class Supervisor:
         clock: Clock | None = None,
         early_signals: list[int] | None = None,
         prestarted: Prestart | None = None,
+        *,
+        rendezvous: Rendezvous | None = None,
+        attempts: MakeAttempts | None = None,
     ) -> None:
         self.job = job
         self._clock = clock or SystemClock()
         self._queue: asyncio.Queue[AgentEvent] = asyncio.Queue()
         self._early = early_signals if early_signals is not None else []
         self._prestarted = prestarted
-        self._cut_short: asyncio.Event | None = None
-        self._signalled = asyncio.Event()
+        self._rendezvous = rendezvous
+        self._make_attempts = attempts
         self._installed: list[int] = []
-        self._started_workers = False
+        config = job.config
+        self._policy = p.Policy(
+            p.Settings(config.nproc_per_node, config.max_restarts, float(config.shutdown_timeout))
+        )
+        self._todo: deque[p.Action] = deque()
+        self._op: asyncio.Task[p.Event] | None = None
+        self._attempt: RunningAttempt | None = None
+        self._round: RendezvousResult | None = None
+        self._exits: dict[int, WorkerExited] = {}
+        self._to_stop: list[WorkerProcess] = []
+        self._hasten = asyncio.Event()
+        self._report: FailureReport | None = None
         self.layout = (
             prestarted.layout
             if prestarted
-            else RunLayout.create(job.config.log_dir, job.config.run_id, job.temp_root)
+            else RunLayout.create(config.log_dir, config.run_id, job.temp_root)
         )
         self.events = EventLog.for_handler(
-            job.config.event_log_handler, job.config.run_id, self.layout.run_dir
+            config.event_log_handler, config.run_id, self.layout.run_dir
         )
         self.report_path: str | None = None
 
@@ -104,215 +149,255 @@ class Supervisor:
         """
         self._install_signals()
         pre = self._prestarted
-        guardian = pre.guardian if pre else Guardian()
+        guardian = pre.guardian if pre else None
+        if pre is not None:
+            self._rendezvous = pre.rendezvous
+        if self._rendezvous is not None:
+            self._follow(self._rendezvous)
         try:
-            rendezvous: Rendezvous = (
-                pre.rendezvous
-                if pre
-                else await self._race(open_rendezvous(self.job.config, self.job.host, self._clock))
-            )
-            try:
-                return await self._recorded(guardian, rendezvous)
-            finally:
-                await rendezvous.close()
+            if self._make_attempts is None:
+                guardian = guardian or Guardian()
+                self._make_attempts = self._local_attempts(guardian)
+            return await self._recorded(self._make_attempts(self._queue.put_nowait))
         finally:
-            await guardian.aclose()
+            await self._cancel_op()
+            if self._rendezvous is not None:
+                await self._rendezvous.close()
+            if guardian is not None:
+                await guardian.aclose()
             self._remove_signals()
             self.events.close()
 
-    async def _recorded(self, guardian: Guardian, rendezvous: Rendezvous) -> RunResult:
-        """Run the attempts, with the run's start and end in the event log."""
+    def _local_attempts(self, guardian: Guardian) -> MakeAttempts:
+        def make(post: Callable[[AgentEvent], None]) -> Attempts:
+            deps = AttemptDeps(guardian, post, self._clock, self.events)
+            return LocalAttempts(self.job, self.layout, deps, self._prestarted)
+
+        return make
+
+    async def _recorded(self, attempts: Attempts) -> RunResult:
+        """Drive the policy, with the run's start and end in the event log."""
         config = self.job.config
-        self._emit(EventKind.RUN_STARTED, host=self.job.host, nproc_per_node=config.nproc_per_node)
+        self._emit(
+            RunEventKind.RUN_STARTED, host=self.job.host, nproc_per_node=config.nproc_per_node
+        )
         try:
-            result = await self._attempts(guardian, rendezvous)
+            result = await self._drive(attempts)
         except ChildFailedError as exc:
             culprit = exc.report.culprit.global_rank
-            self._emit(EventKind.RUN_FAILED, culprit=culprit, reason=exc.report.headline)
+            self._emit(RunEventKind.RUN_FAILED, culprit=culprit, reason=exc.report.headline)
             raise
         except SignalReceived as exc:
-            self._emit(EventKind.SIGNAL_RECEIVED, signal=signal.Signals(exc.signum).name)
+            self._emit(RunEventKind.SIGNAL_RECEIVED, signal=signal.Signals(exc.signum).name)
             raise
-        self._emit(EventKind.RUN_SUCCEEDED, restarts=result.restarts)
+        self._emit(RunEventKind.RUN_SUCCEEDED, restarts=result.restarts)
         return result
 
-    def _emit(self, kind: EventKind, **fields: object) -> None:
-        self.events.emit(Event(kind, self._clock.wall(), fields))
+    def _emit(self, kind: RunEventKind, **fields: object) -> None:
+        self.events.emit(RunEvent(kind, self._clock.wall(), fields))
 
-    # --- signals -----------------------------------------------------------------------
+    # --- signals: the handlers only enqueue --------------------------------------------
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in self.job.config.handled_signals:
             try:
-                loop.add_signal_handler(sig, self._on_signal, int(sig))
+                loop.add_signal_handler(sig, self._queue.put_nowait, SignalArrived(int(sig)))
             except (ValueError, RuntimeError):  # not the main thread
                 logger.warning("cannot handle %s outside the main thread", sig.name)
                 continue
             self._installed.append(int(sig))
         while self._early:  # caught before the loop existed; no more can come now
-            self._on_signal(self._early.pop(0))
+            self._queue.put_nowait(SignalArrived(self._early.pop(0)))
 
     def _remove_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for signum in self._installed:
             loop.remove_signal_handler(signum)
 
-    def _on_signal(self, signum: int) -> None:
-        self._queue.put_nowait(SignalArrived(signum))
-        self._signalled.set()
-        if self._cut_short is not None:
-            self._cut_short.set()
+    # --- the loop ------------------------------------------------------------------------
 
-    def _pending_signal(self) -> int | None:
-        while not self._queue.empty():
-            event = self._queue.get_nowait()
-            if isinstance(event, SignalArrived):
-                return event.signum
+    async def _drive(self, attempts: Attempts) -> RunResult:
+        self._feed(p.Begin(prestarted=attempts.prestarted))
+        while True:
+            while self._todo:
+                result = await self._do(self._todo.popleft(), attempts)
+                if result is not None:
+                    return result
+            event = await self._next()
+            if event is not None:
+                self._feed(event)
+
+    def _feed(self, event: p.Event) -> None:
+        self._todo.extend(self._policy.handle(event, self._clock.monotonic()))
+
+    async def _next(self) -> p.Event | None:
+        """The next policy event: from the queue (first) or the outstanding operation."""
+        op = self._op
+        if op is None or not self._queue.empty():
+            return self._translate(await self._queue.get())
+        getter = asyncio.ensure_future(self._queue.get())
+        await asyncio.wait((getter, op), return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            return self._translate(getter.result())
+        getter.cancel()
+        self._op = None
+        return op.result()
+
+    def _translate(self, event: AgentEvent) -> p.Event | None:
+        if isinstance(event, SignalArrived):
+            return p.Signalled(event.signum)
+        if isinstance(event, WorkerExited):
+            if self._attempt is not None and event.attempt == self._attempt.number:
+                self._exits[event.worker.pid] = event
+            status = event.worker.status
+            return p.Exited(
+                event.attempt, event.worker.pid, status is not None and status.succeeded
+            )
+        return self._changed() if isinstance(event, RendezvousChanged) else None
+
+    def _changed(self) -> p.Event | None:
+        assert self._rendezvous is not None
+        decision = self._rendezvous.running_decision()
+        if decision.change is Change.RESTART:
+            return p.MembershipChanged(decision.reason)
+        if decision.change is Change.CLOSED:
+            return p.JobClosed(decision.reason)
+        if decision.change is Change.LOST:
+            return p.StoreLost(decision.reason)
         return None
 
-    async def _race(self, work: Awaitable[T]) -> T:
-        """Await ``work`` unless a handled signal comes first (then raise SignalReceived)."""
-        task = asyncio.ensure_future(work)
-        waiter = asyncio.ensure_future(self._signalled.wait())
-        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if task.done():
-            return task.result()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        signum = self._pending_signal() or int(signal.SIGTERM)
-        raise SignalReceived(signum, before_workers=not self._started_workers)
+    def _start_op(self, work: Awaitable[p.Event]) -> None:
+        assert self._op is None
+        self._op = asyncio.ensure_future(work)
 
-    # --- attempts ----------------------------------------------------------------------
+    async def _cancel_op(self) -> None:
+        op, self._op = self._op, None
+        if op is not None and not op.done():
+            op.cancel()
+        if op is not None:
+            await asyncio.gather(op, return_exceptions=True)
 
-    async def _attempts(self, guardian: Guardian, rendezvous: Rendezvous) -> RunResult:
+    # --- actions -------------------------------------------------------------------------
+
+    async def _do(self, action: p.Action, attempts: Attempts) -> RunResult | None:
+        if isinstance(action, p.JoinRound):
+            self._start_op(self._join())
+        elif isinstance(action, p.StartWorkers):
+            self._exits = {}
+            self._attempt = await attempts(self._round, action.attempt)
+        elif isinstance(action, p.GatherQueued):
+            self._gather(action.pid)
+        elif isinstance(action, p.StopWorkers):
+            self._stop(action)
+        elif isinstance(action, p.HastenStop):
+            self._hasten.set()
+        elif isinstance(action, p.ReportFailure):
+            self._report = self._failure_report(action.failed)
+        elif isinstance(action, p.SpendRestart):
+            self._start_op(self._spend_restart())
+        elif isinstance(action, p.RestartFree | p.RestartSpent):
+            self._say_restart(action)
+        elif isinstance(action, p.Finish):
+            self._start_op(self._finish())
+        elif isinstance(action, p.GiveUp):
+            await self._give_up()
+        else:
+            return await self._end(action)
+        return None
+
+    async def _join(self) -> p.Event:
+        if self._rendezvous is None:
+            self._rendezvous = await open_rendezvous(self.job.config, self.job.host, self._clock)
+            self._follow(self._rendezvous)
+        self._round = await self._rendezvous.next_round()
+        return p.RoundJoined()
+
+    def _follow(self, rendezvous: Rendezvous) -> None:
         rendezvous.listen(lambda: self._queue.put_nowait(RendezvousChanged()))
-        deps = AttemptDeps(guardian, self._queue, self._clock, self.events)
-        number = 0
-        while True:
-            attempt = await self._next_attempt(rendezvous, deps, number)
-            outcome = await self._watch(attempt, rendezvous)
-            if outcome.ending is Ending.SUCCEEDED:
-                await self._race(rendezvous.finish())
-                return RunResult(attempt.return_values(), attempt.restart_count)
-            await self._after(outcome, rendezvous)
-            number += 1
 
-    async def _next_attempt(
-        self, rendezvous: Rendezvous, deps: AttemptDeps, number: int
-    ) -> Attempt:
-        """Start (or, for a prestarted first attempt, adopt) the workers of ``number``."""
-        pre, self._prestarted = self._prestarted, None
-        if pre is not None:
-            attempt = Attempt(self.job, pre.rdzv, number, self.layout, deps)
-            self._started_workers = True
-            await attempt.adopt(pre.prepared)
-            return attempt
-        signum = self._pending_signal()
-        if signum is not None:
-            raise SignalReceived(signum, before_workers=not self._started_workers)
-        self._signalled.clear()
-        rdzv = await self._race(rendezvous.next_round())
-        attempt = Attempt(self.job, rdzv, number, self.layout, deps)
-        self._started_workers = True
-        await attempt.start()
-        return attempt
-
-    async def _after(self, outcome: Outcome, rendezvous: Rendezvous) -> None:
-        """Decide, after a failed or interrupted attempt, whether to go on."""
-        if outcome.ending is Ending.CLOSED:
-            raise RendezvousClosedError(outcome.reason)
-        if outcome.ending is Ending.MEMBERSHIP:
-            self._emit(EventKind.GROUP_RESTARTING, reason=outcome.reason, spends_restart=False)
-            logger.warning("%s; restarting the workers (no restart spent)", outcome.reason)
-            return
-        assert outcome.report is not None
-        report = outcome.report
-        count = await rendezvous.spend_restart()
-        if count > self.job.config.max_restarts:
-            self.report_path = persist_failure(
-                report, self.layout, self.job.base_env.get("TORCHELASTIC_ERROR_FILE")
-            )
-            await rendezvous.close_job(False, report.headline)
-            raise ChildFailedError(report)
-        self._emit(EventKind.GROUP_RESTARTING, restart=count, reason=report.headline)
-        logger.warning(
-            "%s; restarting the workers (restart %d of %d)",
-            report.headline,
-            count,
-            self.job.config.max_restarts,
-        )
-
-    async def _watch(self, attempt: Attempt, rendezvous: Rendezvous) -> Outcome:
-        """Wait for the attempt's end.
-
-        Success is counted from the exit events themselves, in the order they
-        were queued, never from the workers' current states: when one worker
-        exits 0 and another fails a moment later, the failure is still seen.
-        """
-        succeeded: set[int] = set()
-        while True:
-            event = await self._queue.get()
-            if isinstance(event, SignalArrived):
-                await self._stop_for_signal(attempt, event.signum)
-            elif isinstance(event, RendezvousChanged):
-                decision = rendezvous.running_decision()
-                if decision.change is not Change.KEEP:
-                    await self._stop(attempt, RESTART_GRACE)
-                    ending = (
-                        Ending.MEMBERSHIP if decision.change is Change.RESTART else Ending.CLOSED
-                    )
-                    return Outcome(ending, reason=decision.reason)
-            elif event.attempt != attempt.number:
-                continue
-            elif event.worker.status is not None and not event.worker.status.succeeded:
-                return Outcome(Ending.FAILED, report=await self._stop_for_failure(attempt, event))
-            else:
-                succeeded.add(event.worker.pid)
-                if len(succeeded) == len(attempt.group.workers):
-                    await self._stop(attempt, self.job.config.shutdown_timeout)
-                    return Outcome(Ending.SUCCEEDED)
-
-    async def _stop(self, attempt: Attempt, grace: float, signum: int = signal.SIGTERM) -> None:
-        self._cut_short = asyncio.Event()
-        await attempt.group.stop(signum, grace, self._cut_short)
-        await attempt.drain()
-
-    async def _stop_for_signal(self, attempt: Attempt, signum: int) -> None:
-        logger.warning(
-            "received %s, forwarding it to the workers and shutting down",
-            signal.Signals(signum).name,
-        )
-        await self._stop(attempt, self.job.config.shutdown_timeout, signum)
-        raise SignalReceived(signum, before_workers=False)
-
-    async def _stop_for_failure(self, attempt: Attempt, first: WorkerExited) -> FailureReport:
-        exits = {first.worker.pid: first}
-        requeue: list[AgentEvent] = []
-        while not self._queue.empty():  # exits already queued happened before our stop
-            event = self._queue.get_nowait()
-            if isinstance(event, WorkerExited) and event.attempt == attempt.number:
-                exits[event.worker.pid] = event
-            elif not isinstance(event, WorkerExited):
-                requeue.append(event)
-        for event in requeue:
-            self._queue.put_nowait(event)
-        status = first.worker.status
+    def _gather(self, first: int) -> None:
+        """Feed the exits (and all else) queued before the stop begins, then Gathered."""
+        worker = self._exits[first].worker
         logger.error(
             "failed (exitcode: %d) local_rank: %d (pid: %d) of binary: %s",
-            status.torch_exitcode if status else 1,
-            first.worker.request.local_rank,
-            first.worker.pid,
+            worker.status.torch_exitcode if worker.status else 1,
+            worker.request.local_rank,
+            worker.pid,
             self.job.entrypoint.name,
         )
-        to_stop = attempt.group.alive
-        await self._stop(attempt, RESTART_GRACE)
-        now = (self._clock.wall(), self._clock.monotonic())
-        failed = [
-            attempt.failure(e.worker, e.at_wall, e.at_monotonic)
-            for e in exits.values()
-            if e.worker.status is not None and not e.worker.status.succeeded
-        ]
-        stopped = [attempt.failure(w, *now) for w in to_stop]
-        return FailureReport.from_failures(self.job.entrypoint.name, self.job.host, failed, stopped)
+        while not self._queue.empty():
+            event = self._translate(self._queue.get_nowait())
+            if event is not None:
+                self._feed(event)
+        self._feed(p.Gathered())
+
+    def _stop(self, action: p.StopWorkers) -> None:
+        assert self._attempt is not None
+        if self._policy.state.stop is p.StopReason.SIGNAL:
+            logger.warning(
+                "received %s, forwarding it to the workers and shutting down",
+                signal.Signals(action.signum).name,
+            )
+        self._to_stop = self._attempt.alive()
+        self._hasten = asyncio.Event()
+        grace = max(0.0, action.deadline - self._clock.monotonic())
+        self._start_op(self._stopping(self._attempt, action.signum, grace, self._hasten))
+
+    async def _stopping(
+        self, attempt: RunningAttempt, signum: int, grace: float, hasten: asyncio.Event
+    ) -> p.Event:
+        await attempt.stop(signum, grace, hasten)
+        return p.Stopped()
+
+    def _failure_report(self, failed: tuple[int, ...]) -> FailureReport:
+        assert self._attempt is not None
+        attempt, now = self._attempt, (self._clock.wall(), self._clock.monotonic())
+        exits = [self._exits[pid] for pid in failed]
+        culprits = [attempt.failure(e.worker, e.at_wall, e.at_monotonic) for e in exits]
+        stopped = [attempt.failure(w, *now) for w in self._to_stop]
+        name, host = self.job.entrypoint.name, self.job.host
+        return FailureReport.from_failures(name, host, culprits, stopped)
+
+    async def _spend_restart(self) -> p.Event:
+        assert self._rendezvous is not None
+        return p.RestartCounted(await self._rendezvous.spend_restart())
+
+    async def _finish(self) -> p.Event:
+        assert self._rendezvous is not None
+        await self._rendezvous.finish()
+        return p.Finished()
+
+    def _say_restart(self, action: p.RestartFree | p.RestartSpent) -> None:
+        if isinstance(action, p.RestartFree):
+            self._emit(RunEventKind.GROUP_RESTARTING, reason=action.reason, spends_restart=False)
+            logger.warning("%s; restarting the workers (no restart spent)", action.reason)
+            return
+        assert self._report is not None
+        headline, limit = self._report.headline, self.job.config.max_restarts
+        self._emit(RunEventKind.GROUP_RESTARTING, restart=action.count, reason=headline)
+        logger.warning(
+            "%s; restarting the workers (restart %d of %d)", headline, action.count, limit
+        )
+
+    async def _give_up(self) -> None:
+        assert self._report is not None
+        assert self._rendezvous is not None
+        report = self._report
+        error_file = self.job.base_env.get("TORCHELASTIC_ERROR_FILE")
+        self.report_path = persist_failure(report, self.layout, error_file)
+        await self._rendezvous.close_job(False, report.headline)
+        raise ChildFailedError(report)
+
+    async def _end(self, action: p.Action) -> RunResult:
+        assert isinstance(action, p.End)
+        await self._cancel_op()
+        if action.ending is p.Ending.SIGNALLED:
+            raise SignalReceived(action.signum, before_workers=action.before_workers)
+        if action.ending is p.Ending.CLOSED:
+            raise RendezvousClosedError(action.reason)
+        if action.ending is p.Ending.LOST:
+            raise RendezvousLostError(action.reason)
+        attempt = self._attempt
+        assert attempt is not None
+        return RunResult(attempt.return_values(), attempt.restart_count)

@@ -1,6 +1,6 @@
 """The run's event log: one JSON object per line, in ``<run dir>/events.jsonl``.
 
-Each event has a ``kind`` (see :class:`EventKind`), a wall-clock ``time``, the
+Each event has a ``kind`` (see :class:`RunEventKind`), a wall-clock ``time``, the
 run id, and fields of its own (rank, pid, exit, reason...). With
 ``--event-log-handler console`` the same lines also go to the launcher's stderr.
 """
@@ -15,14 +15,12 @@ from pathlib import Path
 from typing import TextIO
 
 
-class EventKind(enum.Enum):
-    """What happened."""
+class RunEventKind(enum.Enum):
+    """What happened in the run (the store's watch events have kinds of their own)."""
 
     RUN_STARTED = "run_started"
-    RENDEZVOUS_COMPLETED = "rendezvous_completed"
     WORKER_STARTED = "worker_started"
     WORKER_EXITED = "worker_exited"
-    WORKERS_STOPPED = "workers_stopped"
     GROUP_RESTARTING = "group_restarting"
     RUN_SUCCEEDED = "run_succeeded"
     RUN_FAILED = "run_failed"
@@ -30,10 +28,10 @@ class EventKind(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class RunEvent:
     """One event; ``fields`` are JSON-ready values."""
 
-    kind: EventKind
+    kind: RunEventKind
     time: float
     fields: dict[str, object] = field(default_factory=dict)
 
@@ -51,7 +49,7 @@ class EventLog:
         """The log for ``--event-log-handler`` (``console`` also prints)."""
         return cls(run_id, folder, sys.stderr if handler == "console" else None)
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: RunEvent) -> None:
         """Record ``event``."""
         line = json.dumps(
             {

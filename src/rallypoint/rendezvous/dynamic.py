@@ -275,7 +275,7 @@ class StoreRendezvous:
     def running_decision(self) -> RunningDecision:
         """Whether the current round still holds."""
         if self._mirror.lost is not None:
-            return RunningDecision(Change.CLOSED, f"lost the rendezvous store: {self._mirror.lost}")
+            return RunningDecision(Change.LOST, f"lost the rendezvous store: {self._mirror.lost}")
         closed = self._mirror.one(CLOSED_KEY, decode_closed)
         if closed is not None and closed.reason != "succeeded":
             return RunningDecision(Change.CLOSED, closed_text(closed))

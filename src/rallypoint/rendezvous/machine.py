@@ -139,6 +139,7 @@ class Change(enum.Enum):
     KEEP = "keep"
     RESTART = "restart"  # a free restart: membership changed or a peer is restarting
     CLOSED = "closed"  # the job is over elsewhere
+    LOST = "lost"  # this node lost the store (or its lease): it cannot know
 
 
 @dataclass(frozen=True, slots=True)
