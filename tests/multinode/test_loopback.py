@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import launcher_env
 from tests.multinode.agents import (
     SCRIPTS,
+    c10d,
     finish,
     free_port,
     read_lines,
@@ -22,18 +23,6 @@ from tests.multinode.agents import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.multinode, pytest.mark.torch]
-
-
-def c10d(nnodes: str, port: int, addr: str, nproc: int, *extra: str) -> list[str]:
-    return [
-        f"--nnodes={nnodes}",
-        f"--nproc-per-node={nproc}",
-        "--rdzv-backend=c10d",
-        f"--rdzv-endpoint=127.0.0.1:{port}",
-        f"--local-addr={addr}",
-        "--rdzv-id=job",
-        *extra,
-    ]
 
 
 def results(out: Path) -> list[dict[str, str]]:
