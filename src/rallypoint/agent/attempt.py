@@ -25,7 +25,8 @@ from rallypoint.config import EntrypointKind
 from rallypoint.events.log import EventLog, RunEvent, RunEventKind
 from rallypoint.failures.error_file import read_error_file
 from rallypoint.failures.oom import killed_by_oom
-from rallypoint.failures.report import WorkerFailure
+from rallypoint.failures.report import WorkerFailure, timer_message
+from rallypoint.health.file_timer import Expiry
 from rallypoint.logs.layout import RunLayout
 from rallypoint.logs.pump import PipePump, pump_stream
 from rallypoint.rendezvous.result import RendezvousResult
@@ -63,6 +64,7 @@ class Attempt:
         self.prepared = Prepared()
         self._pumps: list[PipePump] = []
         self._winch = False  # a SIGWINCH handler is ours
+        self._expiries: dict[int, Expiry] = {}  # worker pid -> the timer that killed it
 
     async def start(self) -> None:
         """Spawn every local worker, then adopt them."""
@@ -77,6 +79,8 @@ class Attempt:
             self._pumps.append(await pump_stream(stream))
         self._follow_window_size(True)
         self.group.adopt(prepared.workers)
+        if prepared.timers is not None:
+            prepared.timers.attach(self._clock, self._timer_expired)
         for worker in prepared.workers:
             self._emit(
                 RunEventKind.WORKER_STARTED,
@@ -92,7 +96,30 @@ class Attempt:
             self.rdzv.base_rank + len(prepared.workers) - 1,
         )
 
+    def _timer_expired(self, expiry: Expiry) -> None:
+        """A worker's elastic timer ran out: kill the process with the signal it asked for."""
+        if expiry.signal <= 0:
+            logger.warning(
+                "timer %r of pid %d expired; it asked for no signal", expiry.scope, expiry.pid
+            )
+            return
+        worker = self.group.signal_process(expiry.pid, expiry.signal)
+        if worker is None:
+            logger.warning("timer %r expired for pid %d, not one of ours", expiry.scope, expiry.pid)
+            return
+        self._expiries.setdefault(worker.pid, expiry)
+        logger.warning(
+            "timer %r of local rank %d (pid %d) expired %.3f s ago; sent signal %d",
+            expiry.scope,
+            worker.request.local_rank,
+            expiry.pid,
+            expiry.overdue,
+            expiry.signal,
+        )
+
     def _exited(self, worker: WorkerProcess) -> None:
+        if self.prepared.timers is not None:
+            self.prepared.timers.forget(worker.pid)
         event = WorkerExited(self.number, worker, self._clock.monotonic(), self._clock.wall())
         self._deps.post(event)
         status = worker.status.describe() if worker.status else "unknown"
@@ -155,6 +182,8 @@ class Attempt:
         self._follow_window_size(False)
         await consoles.drained()
         consoles.close()
+        if self.prepared.timers is not None:
+            self.prepared.timers.close()
 
     def failure(
         self, worker: WorkerProcess, exited_wall: float, exited_mono: float
@@ -168,6 +197,7 @@ class Attempt:
             worker.pid, self.prepared.oom_count_at_start
         )
         runtime = exited_mono - self.prepared.started_at
+        expiry = self._expiries.get(worker.pid)
         return WorkerFailure.build(
             (slot.local_rank, slot.global_rank, worker.pid),
             worker.status,
@@ -176,6 +206,7 @@ class Attempt:
             content,
             slot.tail.text(),
             oom,
+            timer_message(expiry.scope, expiry.overdue) if expiry else "",
         )
 
     def return_values(self) -> dict[int, object]:

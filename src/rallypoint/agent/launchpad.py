@@ -27,12 +27,15 @@ import string
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rallypoint.agent.job import Job
 from rallypoint.agent.worker_env import WorkerPlace, worker_env
 from rallypoint.clock import Clock
 from rallypoint.config import EntrypointKind, StdMask
+from rallypoint.errors import LaunchError
 from rallypoint.failures.oom import oom_kill_count
+from rallypoint.health import ENABLE_VARIABLE, FILE_VARIABLE
 from rallypoint.ids import private_dir
 from rallypoint.logs.layout import WorkerFiles
 from rallypoint.logs.pump import Stream
@@ -43,6 +46,9 @@ from rallypoint.rendezvous.result import RendezvousResult
 from rallypoint.workers.command import substitute_local_rank_any, worker_argv
 from rallypoint.workers.guardian import Guardian
 from rallypoint.workers.process import SpawnRequest, WorkerProcess
+
+if TYPE_CHECKING:
+    from rallypoint.health.timer_pipe import TimerPipe
 
 DEFAULT_PREFIX = "[${role_name}${local_rank}]:"
 
@@ -70,6 +76,7 @@ class Prepared:
     oom_count_at_start: int | None = None
     started_at: float = 0.0  # monotonic time of the spawn
     started_wall: float = 0.0  # the same, on the wall clock (for the event log)
+    timers: TimerPipe | None = None  # torch's elastic file timers, when enabled
 
 
 class Launchpad:
@@ -82,7 +89,12 @@ class Launchpad:
         self.prepared = Prepared(oom_count_at_start=oom_kill_count())
 
     def launch(self, guardian: Guardian, clock: Clock) -> Prepared:
-        """Prepare every local worker and spawn it; the parent's pipe ends are closed after."""
+        """Prepare every local worker and spawn it; the parent's pipe ends are closed after.
+
+        Raises:
+            LaunchError: a worker, or the timer pipe, cannot be made.
+        """
+        self.prepared.timers = self._timer_pipe()
         for local_rank in range(self.job.config.nproc_per_node):
             self.prepared.requests.append(self._prepare(local_rank))
         self.prepared.started_at = clock.monotonic()
@@ -92,12 +104,29 @@ class Launchpad:
                 worker = WorkerProcess.spawn(request)
                 guardian.watch(worker.pid, request.env)
                 self.prepared.workers.append(worker)
+        except BaseException:
+            if self.prepared.timers is not None:
+                self.prepared.timers.close()
+            raise
         finally:
             for request in self.prepared.requests:
                 for fd in (request.stdout, request.stderr):
                     if fd is not None:
                         os.close(fd)
         return self.prepared
+
+    def _timer_pipe(self) -> TimerPipe | None:
+        if self.job.base_env.get(ENABLE_VARIABLE) != "1":
+            return None
+        from rallypoint.health.timer_pipe import TimerPipe, timer_file  # only when enabled
+
+        path = timer_file(self.job.base_env, self.job.temp_root)
+        if path is None:
+            return None
+        try:
+            return TimerPipe(path)
+        except OSError as exc:
+            raise LaunchError(f"cannot make the timer pipe {path}: {exc.strerror}") from exc
 
     def _prepare(self, local_rank: int) -> SpawnRequest:
         files = WorkerFiles.create(self.dir, local_rank)
@@ -110,6 +139,8 @@ class Launchpad:
         self.prepared.slots[local_rank] = slot
         place = WorkerPlace(local_rank, self.restart_count, files.path("error.json"))
         env = worker_env(self.job.config, self.rdzv, place, self.job.base_env)
+        if self.prepared.timers is not None:
+            env[FILE_VARIABLE] = self.prepared.timers.path
         argv = worker_argv(self.job.entrypoint, local_rank, self.job.base_env, self._payload(slot))
         stdout = self._stream(slot, StdMask.OUT, 1, [])
         stderr = self._stream(slot, StdMask.ERR, 2, [slot.tail])

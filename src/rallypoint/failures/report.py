@@ -41,6 +41,7 @@ class WorkerFailure:
         content: ErrorFileContent | None,
         stderr_tail: str,
         oom_killed: bool = False,
+        cause: str = "",
     ) -> WorkerFailure:
         """Combine what the agent saw with what the worker left behind.
 
@@ -52,6 +53,7 @@ class WorkerFailure:
             content: the parsed error file, if any.
             stderr_tail: the last lines of its stderr.
             oom_killed: whether the kernel's OOM killer sent its SIGKILL.
+            cause: why the agent itself killed it (an elastic timer), which becomes the message.
         """
         local_rank, global_rank, pid = place
         if content is not None:
@@ -59,6 +61,8 @@ class WorkerFailure:
         else:
             error_file, message = "", _message_from(status, pid, stderr_tail)
             text = stderr_tail
+        if cause:
+            message = cause
         return cls(
             local_rank, global_rank, pid, status, *times, error_file, message, text, oom_killed
         )
@@ -71,6 +75,11 @@ def _message_from(status: ExitStatus, pid: int, tail: str) -> str:
     if status.signal is not None:
         return f"Signal {int(status.signal)} ({status.signal.name}) received by PID {pid}"
     return f"{status.describe()} with no output on stderr"
+
+
+def timer_message(scope: str, overdue: float) -> str:
+    """Why the agent killed a worker whose elastic timer ran out."""
+    return f"elastic timer {scope!r} expired: killed {overdue:.3f} s past its deadline"
 
 
 @dataclass(frozen=True, slots=True)

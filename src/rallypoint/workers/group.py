@@ -61,6 +61,16 @@ class WorkerGroup:
             self._changed.clear()
             await self._changed.wait()
 
+    def signal_process(self, pid: int, signum: int) -> WorkerProcess | None:
+        """Send ``signum`` to ``pid`` if it is a worker or in a worker's group; return that worker.
+
+        Any other pid is left alone (and None returned): only our own are signalled.
+        """
+        owner = next((w for w in self.workers if w.running and w.owns(pid)), None)
+        if owner is not None:
+            owner.signal_one(pid, signum)
+        return owner
+
     def _signal_all(self, signum: int) -> None:
         for worker in self.workers:
             worker.signal_group(signum)

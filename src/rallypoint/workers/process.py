@@ -86,6 +86,20 @@ class WorkerProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signum)
 
+    def owns(self, pid: int) -> bool:
+        """True when ``pid`` is this worker or a process in its process group."""
+        if pid == self.pid:
+            return True
+        try:
+            return os.getpgid(pid) == self.pid
+        except ProcessLookupError:
+            return False
+
+    def signal_one(self, pid: int, signum: int) -> None:
+        """Send ``signum`` to ``pid`` alone, the worker or one of its group (see :meth:`owns`)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+
     def watch_exit(
         self, loop: asyncio.AbstractEventLoop, on_exit: Callable[[WorkerProcess], None]
     ) -> None:
