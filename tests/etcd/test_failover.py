@@ -72,6 +72,30 @@ def test_store_keeps_working_when_its_member_is_killed(etcd3: EtcdCluster) -> No
     asyncio.run(main())
 
 
+def test_writes_in_flight_when_the_leader_dies_are_applied_once(etcd3: EtcdCluster) -> None:
+    """Adds sent to the leader as it is killed: sent again elsewhere, each counted once."""
+
+    async def main() -> None:
+        leader = etcd3.leader()
+        endpoints = etcd3.endpoints[leader:] + etcd3.endpoints[:leader]
+        store = await EtcdStore.connect(endpoints, "job", timeout=15)
+        try:
+            await store.add("n", 0)  # a keep-alive connection to the leader
+            adds = [asyncio.create_task(store.add("n", 1)) for _ in range(5)]
+            puts = [asyncio.create_task(store.put(f"p{i}", "x")) for i in range(5)]
+            await asyncio.sleep(0.002)  # on their way (some may be applied already)
+            etcd3.kill(leader)
+            assert sorted(await asyncio.gather(*adds)) == [1, 2, 3, 4, 5]
+            assert all(r.ok for r in await asyncio.gather(*puts))
+            kv = await store.get("n")
+            assert kv is not None
+            assert kv.value == "5"
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
 async def _keep(store: EtcdStore, lease: int) -> None:
     while True:
         await asyncio.sleep(0.3)
@@ -94,7 +118,7 @@ def test_a_job_finishes_when_an_etcd_member_dies(etcd3: EtcdCluster) -> None:
             endpoints = ordered[i:] + ordered[:i]
             store = await EtcdStore.connect(endpoints, "job", timeout=5, session_ttl=2)
             node = StoreRendezvous(
-                store,  # type: ignore[arg-type]  # the factory will accept any KeyValueStore
+                store,
                 None,
                 _node(i),
                 settings,

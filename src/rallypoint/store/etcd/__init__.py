@@ -7,6 +7,7 @@ See ``docs/etcd.md`` for why, and for the failover, lease and TLS design.
 
 from rallypoint.store.etcd._http import Endpoint
 from rallypoint.store.etcd._tls import EtcdTls
+from rallypoint.store.etcd._translate import EtcdOutcomeUnknownError
 from rallypoint.store.etcd._watches import EtcdWatch
 from rallypoint.store.etcd.config import (
     DEFAULT_PORT,
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_SESSION_TTL",
     "KEY_ROOT",
     "Endpoint",
+    "EtcdOutcomeUnknownError",
     "EtcdSettings",
     "EtcdStore",
     "EtcdTls",

@@ -3,12 +3,16 @@
 Design note
 -----------
 The gateway remembers the endpoint that last answered and starts there. A request that
-could not be sent (``NotSent``) moves on to the next endpoint. A request that was sent but
-whose reply was lost (``Lost``) is retried elsewhere only when it is *idempotent*;
-otherwise its outcome is unknown and ``StoreConnectionError`` says so. etcd's
-"unavailable" answers (no leader yet, leader changed, request timed out) are retried with
-a short backoff until the deadline, across endpoints. A refused auth token is renewed
-once per call. Streams (watches) get a connection of their own, outside the pool.
+provably never left (``NotSent``) moves on to the next endpoint. A request that may have
+reached etcd but whose reply was lost (``Lost``) is sent again, elsewhere, only when the
+caller marks it *replay safe* (a read, a keep-alive, or a write built so that a second copy
+is harmless: see ``_receipts``); otherwise it is never sent twice, and
+``EtcdOutcomeUnknownError`` says its outcome is unknown. etcd's "unavailable" answers are
+classified by ``_translate``: those that guarantee the request was not applied (no leader
+yet) are retried with a short backoff until the deadline, across endpoints, and those that
+leave a write's outcome unknown (leader changed, request timed out) only for replay-safe
+requests. A refused auth token is renewed once per call. Streams (watches) get a
+connection of their own, outside the pool.
 
 Together with ``_pool`` this is the one place where socket, TLS and JSON errors enter the
 etcd backend; they are translated here, once, into the store's exception tree, naming the
@@ -29,14 +33,21 @@ from rallypoint.store._errors import StoreConnectionError, StoreTimeoutError
 
 from ._http import IO_ERRORS, Endpoint, LineStream, Lost, NotSent, parse_object
 from ._pool import ConnectionPool
-from ._translate import gateway_error, is_stale_token, may_retry, translate
+from ._translate import (
+    EtcdOutcomeUnknownError,
+    Refusal,
+    classify,
+    gateway_error,
+    may_retry,
+    translate,
+)
 
 
 class Call(Protocol):
     """The shape of ``Gateway.call``, as the store's parts are given it."""
 
     async def __call__(
-        self, path: str, payload: dict[str, Any], what: str, *, idempotent: bool
+        self, path: str, payload: dict[str, Any], what: str, *, replay_safe: bool
     ) -> dict[str, Any]:
         """Send ``payload`` to ``path``; return etcd's reply."""
         ...
@@ -56,7 +67,7 @@ class _Call:
     path: str
     body: bytes
     what: str
-    idempotent: bool
+    replay_safe: bool
     failures: dict[Endpoint, str] = field(default_factory=dict)
     trying: Endpoint | None = None
     reauthenticated: bool = False
@@ -122,7 +133,7 @@ class Gateway:
         return {} if self.token is None else {"Authorization": self.token}
 
     async def call(
-        self, path: str, payload: dict[str, Any], what: str, *, idempotent: bool
+        self, path: str, payload: dict[str, Any], what: str, *, replay_safe: bool
     ) -> dict[str, Any]:
         """Send ``payload`` to ``path``, failing over between endpoints; return the reply.
 
@@ -130,15 +141,17 @@ class Gateway:
             path: the gateway path, such as ``/v3/kv/range``.
             payload: the JSON request.
             what: the operation, for messages.
-            idempotent: whether the request may be sent again after its reply was lost.
+            replay_safe: whether a second copy of the request would do no harm, so that it
+                may be sent again after its reply was lost.
 
         Raises:
-            StoreConnectionError: no endpoint could be reached (each one's failure is named),
-                or a write's reply was lost (its outcome is unknown).
+            StoreConnectionError: no endpoint could be reached (each one's failure is named).
+            EtcdOutcomeUnknownError: a request that is not replay safe may have been applied
+                (its reply was lost, or etcd timed out); it was not sent again.
             StoreTimeoutError: no answer within the timeout.
             StoreError: etcd refused the request (translated by ``translate``).
         """
-        call = _Call(path, json.dumps(payload).encode(), what, idempotent)
+        call = _Call(path, json.dumps(payload).encode(), what, replay_safe)
         try:
             async with asyncio.timeout(self.timeout):
                 return await self._until_answered(call)
@@ -177,17 +190,19 @@ class Gateway:
     async def _send(self, call: _Call, endpoint: Endpoint) -> tuple[int, bytes] | None:
         """etcd's status and body, or None (the failure noted) to try the next endpoint."""
         try:
-            return await self._pool.exchange(endpoint, call.path, call.body, self.headers())
+            return await self._pool.exchange(
+                endpoint, call.path, call.body, self.headers(), replay_safe=call.replay_safe
+            )
         except NotSent as exc:
             call.failures[endpoint] = f"cannot connect ({exc})"
             return None
         except Lost as exc:
             call.failures[endpoint] = f"connection lost ({exc})"
-            if call.idempotent:
+            if call.replay_safe:
                 return None
-            raise StoreConnectionError(
+            raise EtcdOutcomeUnknownError(
                 f"lost the connection to etcd at {endpoint} during {call.what}; "
-                f"its outcome is unknown: {exc}"
+                f"its outcome is unknown (not sent again): {exc}"
             ) from None
 
     async def _judge(
@@ -198,11 +213,12 @@ class Gateway:
         if status == 200 and "error" not in reply:
             return reply
         error = gateway_error(status, reply)
-        if is_stale_token(error) and self.reauth is not None and not call.reauthenticated:
+        refusal = classify(error)
+        if refusal is Refusal.STALE_TOKEN and self.reauth is not None and not call.reauthenticated:
             call.reauthenticated = True
             await self.reauth()
             return _Next.AT_ONCE
-        if may_retry(error, call.idempotent):
+        if may_retry(refusal, call.replay_safe):
             call.failures[endpoint] = error.message
             return None
         raise translate(error, endpoint, call.what)

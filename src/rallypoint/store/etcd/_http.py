@@ -41,11 +41,11 @@ class Endpoint:
 
 
 class NotSent(Exception):
-    """The request never reached the server (safe to send again anywhere)."""
+    """The request provably never left (safe to send again anywhere)."""
 
 
 class Lost(Exception):
-    """The request was sent, then the connection broke before the whole reply came."""
+    """The request may have reached the server, and the connection broke before the reply."""
 
 
 class Connection:
@@ -77,8 +77,17 @@ class Connection:
             async with asyncio.timeout(0.5):
                 await self.writer.wait_closed()
 
-    def send(self, path: str, body: bytes, headers: Mapping[str, str]) -> None:
-        """Write one POST request (the caller drains)."""
+    def send(self, path: str, body: bytes, headers: Mapping[str, str]) -> bool:
+        """Write one POST request (the caller drains); False if provably none of it left.
+
+        CPython's socket transport makes its first ``send`` inside ``write``; when that
+        fails (the peer had reset the connection) the transport is closing before
+        ``write`` returns, and not one byte of the request went out. Where that does not
+        hold (TLS, the bytes buffered), this says True: the request may have been sent.
+        """
+        transport = self.writer.transport
+        if transport.is_closing():
+            return False
         lines = [
             f"POST {path} HTTP/1.1",
             f"Host: {self.endpoint}",
@@ -90,6 +99,7 @@ class Connection:
             "",
         ]
         self.writer.write("\r\n".join(lines).encode("latin-1") + body)
+        return not transport.is_closing()
 
     async def read_head(self) -> tuple[int, dict[str, str]]:
         """Read the status line and headers."""

@@ -10,6 +10,11 @@ this keeper while the caller's own TTL runs, and revoked by it when the caller's
 out without a keep-alive. ``revoke_all`` (the store's ``close``) revokes them all. A
 process that dies stops the refreshes, and etcd deletes its keys within ``session_ttl``
 seconds.
+
+Every lease call may be sent twice: a grant names its own random ID (a copy that finds the
+lease already there was preceded by the first), a keep-alive only restarts a TTL, and a
+revoke sent again finds the lease gone (``LeaseNotFoundError``, which callers ending a
+lease ignore).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import secrets
 from dataclasses import dataclass
 
 from rallypoint.store._errors import (
@@ -29,6 +35,7 @@ from rallypoint.store._errors import (
 
 from ._codec import int_field
 from ._gateway import Call
+from ._translate import LeaseExistsError
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +72,7 @@ class LeaseKeeper:
         if not (math.isfinite(ttl) and ttl > 0):
             raise StoreRequestError(ErrorCode.INVALID_ARGUMENT, f"ttl must be > 0, not {ttl}")
         etcd_ttl = max(1, math.ceil(min(ttl, self._session_ttl)))
-        reply = await self._call(
-            "/v3/lease/grant", {"TTL": str(etcd_ttl)}, "lease grant", idempotent=True
-        )
-        lease = int_field(reply, "ID")
-        granted = int_field(reply, "TTL") or etcd_ttl
+        lease, granted = await self._etcd_grant(etcd_ttl)
         now = asyncio.get_running_loop().time()
         owned = _OwnedLease(ttl, now + ttl, max(0.1, granted / 3))
         owned.task = asyncio.create_task(self._tend(lease, owned), name=f"etcd-lease-{lease}")
@@ -130,12 +133,26 @@ class LeaseKeeper:
         with contextlib.suppress(StoreError):
             await self._etcd_revoke(lease)
 
+    async def _etcd_grant(self, etcd_ttl: int) -> tuple[int, int]:
+        """A new etcd lease with an ID of our choosing: its ID and granted TTL.
+
+        Choosing the ID makes the grant replay safe: if a copy sent again finds the lease
+        already there, the first copy created it (a random 62-bit ID is not someone else's).
+        """
+        lease = secrets.randbits(62) | 1
+        request = {"TTL": str(etcd_ttl), "ID": str(lease)}
+        try:
+            reply = await self._call("/v3/lease/grant", request, "lease grant", replay_safe=True)
+        except LeaseExistsError:
+            return lease, etcd_ttl
+        return lease, int_field(reply, "TTL") or etcd_ttl
+
     async def _etcd_keepalive(self, lease: int) -> None:
         reply = await self._call(
             "/v3/lease/keepalive",
             {"ID": str(lease)},
             f"keep-alive of lease {lease}",
-            idempotent=True,
+            replay_safe=True,
         )
         result = reply.get("result", reply)
         if int_field(result, "TTL") <= 0:
@@ -143,5 +160,5 @@ class LeaseKeeper:
 
     async def _etcd_revoke(self, lease: int) -> None:
         await self._call(
-            "/v3/lease/revoke", {"ID": str(lease)}, f"revoke of lease {lease}", idempotent=True
+            "/v3/lease/revoke", {"ID": str(lease)}, f"revoke of lease {lease}", replay_safe=True
         )

@@ -3,11 +3,14 @@
 Design note
 -----------
 Each request takes an idle keep-alive connection to its endpoint (or opens one) and gives
-it back once the whole reply is read. ``exchange`` says whether a failed request surely
-did not reach etcd (``NotSent``: connection refused, reset while connecting, or a stale
-keep-alive connection that closed before answering anything) or was sent and its reply
-lost (``Lost``); choosing another endpoint is the gateway's job. This is where socket and
-TLS errors of connecting enter the backend.
+it back once the whole reply is read. ``exchange`` raises ``NotSent`` only when the request
+provably never left: the connection could not be opened, or a reused one was already broken
+when the request was handed to the socket (the very first send failed, so no byte went
+out). Any failure after that raises ``Lost``: etcd may have applied the request. A reused
+keep-alive connection that breaks before answering is the usual stale-connection race, so a
+request the caller marks ``replay_safe`` gets one more try on a fresh connection; any other
+request is never sent twice. Choosing another endpoint is the gateway's job. This is where
+socket and TLS errors of connecting enter the backend.
 """
 
 from __future__ import annotations
@@ -65,38 +68,49 @@ class ConnectionPool:
         return Connection(endpoint, reader, writer)
 
     async def exchange(
-        self, endpoint: Endpoint, path: str, body: bytes, headers: Mapping[str, str]
+        self,
+        endpoint: Endpoint,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        replay_safe: bool,
     ) -> tuple[int, bytes]:
         """One request on one endpoint; reuse a keep-alive connection when there is one.
 
+        Args:
+            replay_safe: whether a second copy of the request would do no harm.
+
         Raises:
-            NotSent: the request surely did not reach etcd.
-            Lost: it was sent and the reply was lost.
+            NotSent: the request provably did not leave.
+            Lost: it may have reached etcd, and the reply was lost.
         """
-        for _ in range(2):  # a stale reused connection earns one fresh retry
-            conn = await self._take(endpoint)
-            answer = await self._round_trip(conn, path, body, headers)
-            if answer is not None:
-                return answer
-        raise NotSent("the connection closed before the request could be sent")
+        conn = await self._take(endpoint)
+        try:
+            return await self._round_trip(conn, path, body, headers)
+        except NotSent:
+            pass  # a stale connection, found broken before any byte of the request left
+        except Lost:
+            if not (replay_safe and conn.reused and not conn.answered):
+                raise
+        return await self._round_trip(await self.open(endpoint), path, body, headers)
 
     async def _round_trip(
         self, conn: Connection, path: str, body: bytes, headers: Mapping[str, str]
-    ) -> tuple[int, bytes] | None:
-        """The status and body of one request; None if ``conn`` was a closed idle one."""
+    ) -> tuple[int, bytes]:
+        """The status and body of one request on ``conn``."""
         self._busy.add(conn)
         try:
-            conn.send(path, body, headers)
+            if not conn.send(path, body, headers):
+                raise NotSent("the connection was already broken")
             await conn.writer.drain()
             status, head = await conn.read_head()
             data = await conn.read_body(head)
-        except StoreProtocolError:
+        except (StoreProtocolError, NotSent):
             conn.abort()
             raise
         except (*IO_ERRORS, ValueError) as exc:
             conn.abort()
-            if conn.reused and not conn.answered:
-                return None  # the server had closed this idle connection: not sent
             raise Lost(repr(exc)) from exc
         except BaseException:
             conn.abort()

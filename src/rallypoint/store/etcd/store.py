@@ -8,12 +8,16 @@ compare-and-set, ``LeaseKeeper`` (``_leases``) runs leases as an etcd "session",
 ``EtcdWatch`` (``_watches``) follows a watch across endpoints. The store owns their
 lifetime: it authenticates on connect, and ``close`` or ``abort`` ends the leases, the
 watches and the connections, after which every call raises ``StoreConnectionError``.
+``Receipts`` (``_receipts``) guard every write so that none is applied twice when its
+request is sent again after a lost reply; ``close`` deletes them (``abort`` leaves them).
 
 Keys live under ``/rallypoint/<run_id>/``; callers never see that prefix.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import math
 from collections.abc import Sequence
@@ -35,6 +39,7 @@ from ._gateway import Gateway
 from ._http import Endpoint
 from ._kv import KeySpace
 from ._leases import LeaseKeeper
+from ._receipts import Receipts
 from ._tls import EtcdTls
 from ._watches import EtcdWatch
 
@@ -60,7 +65,8 @@ class EtcdStore:
         self._ids = itertools.count(1)
         self._watches: set[EtcdWatch] = set()
         self._leases = LeaseKeeper(self._call, session_ttl)
-        self._keys = KeySpace(self._call, self.prefix, self._leases)
+        self._receipts = Receipts(self._call, f"{KEY_ROOT}{run_id}\x00receipts/")
+        self._keys = KeySpace(self._call, self.prefix, self._leases, self._receipts)
 
     @classmethod
     async def connect(
@@ -118,7 +124,7 @@ class EtcdStore:
             "/v3/auth/authenticate",
             {"name": user, "password": password},
             f"authentication as {user!r}",
-            idempotent=True,
+            replay_safe=True,
         )
         token = reply.get("token")
         if not isinstance(token, str) or not token:
@@ -145,10 +151,10 @@ class EtcdStore:
             raise StoreConnectionError(str(self._failure)) from self._failure
 
     async def _call(
-        self, path: str, payload: dict[str, Any], what: str, *, idempotent: bool
+        self, path: str, payload: dict[str, Any], what: str, *, replay_safe: bool
     ) -> dict[str, Any]:
         self._check_open()
-        return await self.gateway.call(path, payload, what, idempotent=idempotent)
+        return await self.gateway.call(path, payload, what, replay_safe=replay_safe)
 
     async def get(self, key: str) -> KeyValue | None:
         """Return the key's value and mod revision, or None when absent."""
@@ -237,10 +243,14 @@ class EtcdStore:
     # --- ending ------------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Revoke the leases this store granted, end its watches, close its connections."""
+        """Revoke the leases this store granted, delete its receipts, end its watches and
+        close its connections."""
         if self._failure is not None:
             return
         await self._leases.revoke_all(min(self.timeout, 2.0))
+        with contextlib.suppress(StoreError, TimeoutError):
+            async with asyncio.timeout(min(self.timeout, 2.0)):
+                await self._receipts.clear()
         self._end(StoreConnectionError("the etcd store was closed"))
         await self.gateway.close()
 
