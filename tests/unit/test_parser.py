@@ -96,6 +96,7 @@ def test_help_lists_every_spelling() -> None:
         "no_python",
         "run_path",
         "virtual_local_rank",
+        "dry_run",
     }
 
 
@@ -103,3 +104,9 @@ def test_pet_value_outside_the_choices_is_refused() -> None:
     with pytest.raises(UsageError, match=r"PET_START_METHOD='thread'.*spawn, fork, forkserver"):
         parse_args(["x.py"], {"PET_START_METHOD": "thread"})
     assert parse_args(["x.py"], {"PET_START_METHOD": "fork"}).start_method == "fork"
+
+
+def test_a_lone_double_dash_value_is_refused() -> None:
+    """argparse of Python 3.11 gives ``--nnodes=--`` as ``[]``; torchrun then fails deep inside."""
+    with pytest.raises(UsageError, match="argument --nnodes: expected one argument"):
+        parse_args(["--nnodes=--", "x.py"], {})

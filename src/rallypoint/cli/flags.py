@@ -191,4 +191,11 @@ FLAGS: tuple[Flag, ...] = (
         kind=FlagKind.SWITCH,
         default=False,
     ),
+    _flag(
+        "--dry-run",
+        "rallypoint only: print the resolved configuration and each local rank's command "
+        "and environment, then exit without starting anything.",
+        kind=FlagKind.SWITCH,
+        default=False,
+    ),
 )

@@ -34,10 +34,13 @@ from rallypoint.ids import temp_root
 from rallypoint.signals import DEFAULT_SIGNALS
 
 
-def _configure(argv: Sequence[str], environ: Mapping[str, str]) -> Launch:
-    raw = parse_args(argv, environ)
-    launch = build_launch(raw, environ, SystemDevices(environ))
-    return launch
+def configure(argv: Sequence[str], environ: Mapping[str, str]) -> Launch:
+    """The launch ``argv`` and ``environ`` ask for, with nothing started.
+
+    Raises:
+        UsageError: in one line, naming the flag or variable.
+    """
+    return build_launch(parse_args(argv, environ), environ, SystemDevices(environ))
 
 
 def _die_by(signum: int) -> int:
@@ -67,12 +70,29 @@ def _settle_signals(config: LaunchConfig, early: list[int]) -> None:
             _die_by(signum)
 
 
+def _dry_run(launch: Launch, environ: Mapping[str, str]) -> int:
+    """Print what the launch would do; start nothing."""
+    from rallypoint.cli.dryrun import plan
+
+    try:
+        found = plan(launch, _host(launch), environ)
+    except UsageError as exc:
+        output.usage_error(str(exc))
+        return 2
+    output.dry_run(found)
+    return 0
+
+
+def _host(launch: Launch) -> str:
+    return launch.config.local_addr or socket.getfqdn()
+
+
 def _run(launch: Launch, early: list[int]) -> int:
     job = Job(
         launch.config,
         launch.entrypoint,
         launch.worker_base_env,
-        host=launch.config.local_addr or socket.getfqdn(),
+        host=_host(launch),
         temp_root=temp_root(launch.worker_base_env),
     )
     clock = SystemClock()
@@ -105,10 +125,12 @@ def main(
     early = early_signals if early_signals is not None else []
     output.setup_logging(environ)
     try:
-        launch = _configure(argv, environ)
+        launch = configure(argv, environ)
     except UsageError as exc:
         output.usage_error(str(exc))
         return 2
+    if launch.dry_run:
+        return _dry_run(launch, environ)
     _settle_signals(launch.config, early)
     if launch.omp_threads_defaulted:
         output.omp_warning()

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:  # imported for types only: the launch path never loads it
+    from rallypoint.cli.dryrun import DryRun
     from rallypoint.failures.report import FailureReport, WorkerFailure
 
 PREFIX = "rallypoint"
@@ -31,28 +32,67 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
-def usage_error(message: str, stream: TextIO = sys.stderr) -> None:
+def usage_error(message: str, stream: TextIO | None = None) -> None:
     """One line for bad input (exit code 2 follows), whatever the input held."""
-    print(f"{PREFIX}: error: {one_line(message)} (see {PREFIX} --help)", file=stream)
+    print(f"{PREFIX}: error: {one_line(message)} (see {PREFIX} --help)", file=stream or sys.stderr)
 
 
-def launch_error(message: str, stream: TextIO = sys.stderr) -> None:
+def launch_error(message: str, stream: TextIO | None = None) -> None:
     """One line for a job that could not start."""
-    print(f"{PREFIX}: error: {one_line(message)}", file=stream)
+    print(f"{PREFIX}: error: {one_line(message)}", file=stream or sys.stderr)
 
 
-def omp_warning(stream: TextIO = sys.stderr) -> None:
+def omp_warning(stream: TextIO | None = None) -> None:
     """torchrun's notice that OMP_NUM_THREADS was set to 1 for the workers."""
     print(
         f"{PREFIX}: OMP_NUM_THREADS is set to 1 for every worker (it was unset and there "
         "are several workers per node); set it yourself to tune it.",
-        file=stream,
+        file=stream or sys.stderr,
     )
 
 
-def signal_exit(signame: str, stream: TextIO = sys.stderr) -> None:
+def signal_exit(signame: str, stream: TextIO | None = None) -> None:
     """Why the launcher stopped after a signal."""
-    print(f"{PREFIX}: received {signame}: the workers were stopped", file=stream)
+    print(f"{PREFIX}: received {signame}: the workers were stopped", file=stream or sys.stderr)
+
+
+def _shown(value: object) -> str:
+    """A setting's value as ``--dry-run`` prints it."""
+    import dataclasses
+
+    from rallypoint.config import StdSpec
+
+    if value is None:
+        return "-"
+    if isinstance(value, StdSpec):
+        pairs = ",".join(f"{rank}:{int(mask)}" for rank, mask in value.per_rank)
+        return pairs or str(int(value.default))
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
+    if isinstance(value, frozenset):
+        return ",".join(map(str, sorted(value)))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return ", ".join(f"{f.name}={getattr(value, f.name)}" for f in dataclasses.fields(value))
+    return repr(value) if isinstance(value, tuple) else str(value)
+
+
+def dry_run(plan: DryRun, stream: TextIO | None = None) -> None:
+    """What ``--dry-run`` found: the settings, then each local rank's command and variables."""
+    import shlex
+
+    width = max(len(name) for name, _ in plan.settings)
+    lines = [f"{PREFIX}: dry run, nothing was started", "configuration:"]
+    lines += [f"  {name:<{width}}  {_shown(value)}" for name, value in plan.settings]
+    lines.append("each local rank: its command, and what it gets on top of this environment:")
+    for rank in plan.ranks:
+        lines.append(f"local rank {rank.local_rank}: {shlex.join(rank.argv)}")
+        lines += [f"  {key}={value}" for key, value in rank.env]
+    if plan.hidden_ranks:
+        first = len(plan.ranks)
+        lines.append(
+            f"(local ranks {first} to {first + plan.hidden_ranks - 1} follow the same pattern)"
+        )
+    print("\n".join(one_line(line) for line in lines), file=stream or sys.stdout)
 
 
 def setup_logging(environ: Mapping[str, str]) -> None:

@@ -53,6 +53,7 @@ class RawArgs:
     signals_to_handle: str
     shutdown_timeout: int | None
     virtual_local_rank: bool
+    dry_run: bool
     training_script: str
     training_script_args: tuple[str, ...]
 
@@ -128,6 +129,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _check_one_value_each(values: dict[str, object]) -> None:
+    """Python 3.11's argparse reads ``--flag=--`` as an empty list: refuse it as argparse would."""
+    for flag in FLAGS:
+        if flag.kind is FlagKind.VALUE and isinstance(values[flag.dest], list):
+            raise UsageError(f"argument {'/'.join(flag.names)}: expected one argument")
+
+
 def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> RawArgs:
     """Parse ``argv`` (without the program name).
 
@@ -136,6 +144,7 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> RawArgs:
     """
     namespace = build_parser(environ).parse_args(list(argv))
     values = vars(namespace)
+    _check_one_value_each(values)
     values["training_script_args"] = tuple(values["training_script_args"])
     return RawArgs(**{f.name: values[f.name] for f in fields(RawArgs)})
 

@@ -40,6 +40,7 @@ class Launch:
     entrypoint: Entrypoint
     worker_base_env: Mapping[str, str]
     omp_threads_defaulted: bool
+    dry_run: bool = False
 
 
 def resolve_nproc(text: str, devices: DeviceCounter) -> int:
@@ -204,6 +205,18 @@ def _secret(conf: Mapping[str, str], environ: Mapping[str, str]) -> bytes | None
     return None
 
 
+def _check_virtual_devices(config: LaunchConfig, environ: Mapping[str, str]) -> None:
+    """``--virtual-local-rank`` gives each worker one entry of CUDA_VISIBLE_DEVICES."""
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if config.virtual_local_rank and visible is not None:
+        count = len(visible.split(","))
+        if count < config.nproc_per_node:
+            raise ConfigError(
+                f"--virtual-local-rank: CUDA_VISIBLE_DEVICES={visible} has {count} entries "
+                f"for {config.nproc_per_node} workers; list one device per worker"
+            )
+
+
 def _check_log_dir(path: str | None) -> None:
     if path and path != os.devnull and os.path.exists(path) and not os.path.isdir(path):
         raise ConfigError(f"--log-dir={path}: exists and is not a folder")
@@ -223,9 +236,10 @@ def build_launch(
     config = _config(raw, environ, devices, new_id)
     entrypoint = _entrypoint(raw)
     _check_log_dir(config.log_dir)
+    _check_virtual_devices(config, environ)
     base = dict(environ)
     omp_defaulted = "OMP_NUM_THREADS" not in base and config.nproc_per_node > 1
     if omp_defaulted:
         base["OMP_NUM_THREADS"] = "1"
     base["TORCHELASTIC_SIGNALS_TO_HANDLE"] = config.signals_to_handle
-    return Launch(config, entrypoint, base, omp_defaulted)
+    return Launch(config, entrypoint, base, omp_defaulted, raw.dry_run)
