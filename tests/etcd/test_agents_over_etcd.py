@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ def etcd_args(cluster: EtcdCluster, nnodes: str, addr: str, *extra: str) -> list
     ]
 
 
-def all_reduce_results(out: Path) -> list[dict[str, str]]:
+def all_reduce_results(out: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(out.glob("*_*.json"))]
 
 
