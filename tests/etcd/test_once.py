@@ -28,7 +28,8 @@ Scenario = Callable[[EtcdStore, ResettingProxy], Awaitable[None]]
 
 
 def _run(etcd: EtcdCluster, scenario: Scenario) -> None:
-    """Run ``scenario`` with a store that reaches ``etcd`` only through a resetting proxy."""
+    """Run ``scenario`` with a store that reaches ``etcd`` only through a resetting proxy;
+    check that closing the store deleted its receipts."""
 
     async def main() -> None:
         async with asyncio.timeout(20), ResettingProxy(etcd.endpoints[0]) as proxy:
@@ -39,6 +40,9 @@ def _run(etcd: EtcdCluster, scenario: Scenario) -> None:
                 await store.close()
 
     asyncio.run(main())
+    receipts = base64.b64encode(b"/rallypoint/job\x00receipts/").decode()
+    end = base64.b64encode(b"/rallypoint/job\x00receipts0").decode()
+    assert _listed(etcd, "/v3/kv/range", {"key": receipts, "range_end": end}, "kvs") == []
 
 
 def _listed(etcd: EtcdCluster, path: str, body: dict[str, object], name: str) -> list[Any]:
