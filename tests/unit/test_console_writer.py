@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Iterator
 import pytest
 
 from rallypoint.logs.framing import LineMux, OutBuffer
-from rallypoint.logs.pump import PipePump, Stream, pump_stream
-from rallypoint.logs.sinks import ConsoleSink
-from rallypoint.logs.writer import ConsoleWriter, write_all
+from rallypoint.logs.pump import PipePump, pump_stream
+from rallypoint.logs.sinks import ConsoleSink, Stream
+from rallypoint.logs.writer import Consoles, ConsoleWriter, LogStream, write_all
 
 
 class RecordingValve:
@@ -216,3 +216,26 @@ def test_unfinished_line_goes_out_once_the_stream_is_quiet() -> None:
     assert [d for _, d in seen] == [b"hello\n", b"\r 10%", b"\r 20%"]
     assert seen[1][0] < 0.09
     assert seen[2][0] < 0.19
+
+
+def test_agent_log_lines_queue_behind_worker_output_and_end_its_open_line(
+    pipe: tuple[int, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    read_fd, write_fd = pipe
+    fill = b"y" * 200_000 + b"\n"  # more than the pipe holds
+
+    async def scenario() -> tuple[bytes, int]:
+        consoles = Consoles()
+        writer = consoles.writer(write_fd)
+        writer.send("worker", fill + b"50%")  # ends with an unfinished line
+        LogStream(write_fd).write("[rallypoint] WARNING restarting\n")  # must not block
+        queued = writer.pending
+        got = await read_while(read_fd, consoles.drained())
+        consoles.close()
+        return got, queued
+
+    got, queued = asyncio.run(scenario())
+    assert got == fill + b"50%\n[rallypoint] WARNING restarting\n"
+    assert queued > len(fill) - (1 << 16)
+    LogStream(write_fd).write("no loop, no live console: the usual stream\n")
+    assert capsys.readouterr().out == "no loop, no live console: the usual stream\n"

@@ -38,8 +38,14 @@ from rallypoint.failures.oom import oom_kill_count
 from rallypoint.health import ENABLE_VARIABLE, FILE_VARIABLE
 from rallypoint.ids import private_dir
 from rallypoint.logs.layout import WorkerFiles
-from rallypoint.logs.pump import Stream
-from rallypoint.logs.sinks import ConsoleSink, FileSink, FilteredFileSink, LineSink, TailSink
+from rallypoint.logs.sinks import (
+    ConsoleSink,
+    FileSink,
+    FilteredFileSink,
+    LineSink,
+    Stream,
+    TailSink,
+)
 from rallypoint.logs.terminal import is_terminal, open_pty
 from rallypoint.logs.writer import Consoles
 from rallypoint.rendezvous.result import RendezvousResult

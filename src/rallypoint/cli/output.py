@@ -13,6 +13,8 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, TextIO
 
+from rallypoint.logs.writer import LogStream
+
 if TYPE_CHECKING:  # imported for types only: the launch path never loads it
     from rallypoint.cli.dryrun import DryRun
     from rallypoint.failures.report import FailureReport, WorkerFailure
@@ -99,7 +101,7 @@ def setup_logging(environ: Mapping[str, str]) -> None:
     """Launcher logging to stderr, level from ``LOGLEVEL`` (WARNING by default)."""
     level = environ.get("LOGLEVEL", "WARNING").upper()
     logging.basicConfig(
-        stream=sys.stderr,
+        stream=LogStream(2),  # never blocks the agent's loop (see logs/writer.py)
         level=getattr(logging, level, logging.WARNING),
         format=f"[{PREFIX}] %(levelname)s %(message)s",
     )

@@ -18,27 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
 
-from rallypoint.logs.sinks import ConsoleSink, LineSink
+from rallypoint.logs.sinks import ConsoleSink, Stream
 from rallypoint.logs.terminal import copy_size
 
 PARTIAL_HOLD = 0.025  # seconds of quiet before an unfinished line is shown as it is
-
-
-@dataclass(frozen=True, slots=True)
-class Stream:
-    """One worker stream the agent reads.
-
-    Attributes:
-        read_fd: our end of the pipe, or the pseudo-terminal's master.
-        sinks: where the bytes go.
-        terminal: for a pseudo-terminal, the launcher's fd whose window size it follows.
-    """
-
-    read_fd: int
-    sinks: tuple[LineSink, ...]
-    terminal: int | None = None
 
 
 class PipePump(asyncio.Protocol):

@@ -11,6 +11,7 @@ and keeps every line whole.
 from __future__ import annotations
 
 import collections
+from dataclasses import dataclass
 from typing import Protocol
 
 from rallypoint.logs.writer import ConsoleWriter
@@ -141,3 +142,18 @@ class TailSink:
         """The remembered lines, joined (with an unfinished last line)."""
         held = self._cutter.held().decode("utf-8", "replace").splitlines()
         return "\n".join([*self.lines, *held][-self._size :])
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """One worker stream the agent reads.
+
+    Attributes:
+        read_fd: our end of the pipe, or the pseudo-terminal's master.
+        sinks: where the bytes go.
+        terminal: for a pseudo-terminal, the launcher's fd whose window size it follows.
+    """
+
+    read_fd: int
+    sinks: tuple[LineSink, ...]
+    terminal: int | None = None

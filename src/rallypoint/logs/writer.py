@@ -14,17 +14,23 @@ under torchrun. Nothing is dropped unless the reader is gone. Regular files
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import os
 import select
 import stat
-from typing import Protocol
+import sys
+from typing import TYPE_CHECKING, Protocol
 
 from rallypoint.logs.framing import LineMux, OutBuffer
 
+if TYPE_CHECKING:  # asyncio is imported only once the loop runs: the first spawn comes before
+    import asyncio
+
 logger = logging.getLogger(__name__)
+
+# The writer that owns each launcher fd's console now (an attempt's), for the agent's own log lines.
+_LIVE: dict[int, ConsoleWriter] = {}
 
 GONE = (errno.EPIPE, errno.EIO, errno.ENXIO, errno.EBADF)  # no reader, no terminal, no fd
 
@@ -142,6 +148,8 @@ class ConsoleWriter:
 
     def _watch(self) -> None:
         if self._watching is None:
+            import asyncio  # loaded by now: only the loop writes
+
             self._watching = asyncio.get_running_loop()
             self._watching.add_writer(self.fd, self._writable)
 
@@ -168,6 +176,8 @@ class ConsoleWriter:
     async def drained(self) -> None:
         """Return once the console has taken everything (however long its reader takes)."""
         if self._buffer:
+            import asyncio  # loaded by now
+
             waiter = asyncio.get_running_loop().create_future()
             self._drained.append(waiter)
             await waiter
@@ -199,6 +209,7 @@ class Consoles:
             key = (-1, fd)
         if key not in self._writers:
             self._writers[key] = ConsoleWriter(fd)
+        _LIVE[fd] = self._writers[key]
         return self._writers[key]
 
     @property
@@ -215,4 +226,44 @@ class Consoles:
         """Close every writer (see :meth:`ConsoleWriter.close`)."""
         for writer in self._writers.values():
             writer.close()
+        for fd, writer in list(_LIVE.items()):
+            if writer in self._writers.values():
+                del _LIVE[fd]
         self._writers.clear()
+
+
+def _on_a_loop() -> bool:
+    asyncio = sys.modules.get("asyncio")  # not imported yet: no loop runs
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class LogStream:
+    """The text stream of the launcher's own log lines on ``fd`` (2: stderr).
+
+    While an attempt's workers are shown on that console and we are on the
+    event loop, a log line goes through their writer: it does not block the
+    loop, and it does not cut a worker's unfinished line. Otherwise it goes
+    to ``sys.stderr`` (or ``sys.stdout``) as usual.
+    """
+
+    def __init__(self, fd: int = 2) -> None:
+        self._fd = fd
+
+    def write(self, text: str) -> int:
+        """Write one log record (a whole line)."""
+        writer = _LIVE.get(self._fd)
+        if writer is not None and _on_a_loop():
+            writer.send(self, text.encode("utf-8", "replace"))
+        else:
+            (sys.stderr if self._fd == 2 else sys.stdout).write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush the fallback stream (the writer never holds back what it can write)."""
+        (sys.stderr if self._fd == 2 else sys.stdout).flush()
