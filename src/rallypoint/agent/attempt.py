@@ -151,6 +151,7 @@ class Attempt:
         if not on:
             if self._winch:
                 loop.remove_signal_handler(signal.SIGWINCH)
+                self._winch = False
             return
         terminals = [p for p in self._pumps if p.follows_terminal]
         for pump in terminals:

@@ -14,6 +14,7 @@ under torchrun. Nothing is dropped unless the reader is gone. Regular files
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import os
@@ -165,7 +166,8 @@ class ConsoleWriter:
 
     def _unwatch(self) -> None:
         if self._watching is not None:
-            self._watching.remove_writer(self.fd)
+            if not self._watching.is_closed():
+                self._watching.remove_writer(self.fd)
             self._watching = None
 
     @property
@@ -230,6 +232,16 @@ class Consoles:
             if writer in self._writers.values():
                 del _LIVE[fd]
         self._writers.clear()
+
+
+def _flush_live() -> None:
+    """At exit: write what a console of an attempt that never ended still holds."""
+    for writer in set(_LIVE.values()):
+        writer.close()
+    _LIVE.clear()
+
+
+atexit.register(_flush_live)
 
 
 def _on_a_loop() -> bool:
