@@ -116,3 +116,13 @@ def test_partial_line_on_a_pipe_is_shown_before_its_newline(mark: str) -> None:
         assert first_shown < ended
     stdout = b"".join(c for _, c in out)
     assert re.fullmatch(rb"\[default0\]:half at \S+ ended at \S+\n", stdout), stdout
+
+
+def test_stderr_through_a_terminal_still_reaches_the_summary(terminal: Terminal, mark: str) -> None:
+    terminal.start([*LAUNCH, str(WORKERS / "raise_error.py")], launcher_env(mark))
+    assert terminal.finish() == 1
+    screen = terminal.screen().decode()
+    assert "failed first: exit 1 after" in screen
+    summary = screen.split("Root Cause (first observed failure):")[1]
+    assert "about to fail" in summary
+    assert 'raise ValueError("bad shape (3, 4)")' in summary
