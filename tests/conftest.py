@@ -62,9 +62,23 @@ def mark() -> Iterator[str]:
     assert not left, f"processes left behind: {left}"
 
 
+PASSED_THROUGH = ("HOME", "PYTHONPATH", "TMPDIR")  # when the test process has them
+
+
+def scratch_env() -> dict[str, str]:
+    """The variables every launcher needs, and nothing else of the test process's environment.
+
+    ``PYTHONPATH`` is kept so that a work tree's sources are the ones launched.
+    """
+    path = [os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin"]
+    env = {"PATH": os.pathsep.join(path)}
+    env.update({k: os.environ[k] for k in PASSED_THROUGH if k in os.environ})
+    return env
+
+
 def launcher_env(mark: str, **extra: str) -> dict[str, str]:
-    """A clean environment for the launcher, carrying the test's marker."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PET_", "TORCHELASTIC"))}
+    """An environment for the launcher built from scratch, carrying the test's marker."""
+    env = scratch_env()
     env.update({MARK: mark, "PYTHONUNBUFFERED": "1"}, **extra)
     return env
 

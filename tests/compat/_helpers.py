@@ -8,12 +8,14 @@ Both launchers are started as ``sys.executable -m torch.distributed.run`` and
 from __future__ import annotations
 
 import json
-import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.conftest import scratch_env
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 REPO = Path(__file__).resolve().parents[2]
@@ -27,15 +29,38 @@ MARK = "RALLYPOINT_TEST_MARK"
 
 
 def base_env(tmpdir: Path, mark: str, **extra: str) -> dict[str, str]:
-    """The minimal launcher environment: PATH, HOME, TMPDIR and the leak marker."""
-    env = {
-        "PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/bin", "/bin"]),
-        "HOME": os.environ.get("HOME", "/root"),
-        "TMPDIR": str(tmpdir),
-        MARK: mark,
-    }
+    """The minimal launcher environment: :func:`scratch_env`, TMPDIR and the leak marker."""
+    env = scratch_env()
+    env.update({"TMPDIR": str(tmpdir), MARK: mark})
     env.update(extra)
     return env
+
+
+# A warning torch itself prints on the stderr of every process that imports it, in some
+# environments only (without numpy: "UserWarning: Failed to initialize NumPy"): the
+# warnings module's ``<file>:<line>: <Category>: <message>`` line, then the source line.
+TORCH_WARNING = re.compile(r"^(\[[^]]*\]:)?\S*/torch/\S+\.py:\d+: \w*Warning: ")
+
+
+def without_torch_warnings(text: str) -> str:
+    """``text`` without the warnings torch's own code printed (see TORCH_WARNING).
+
+    A warning's source line is the next line with the same rank prefix (none when the
+    stream is not prefixed), even if another rank's line came in between.
+    """
+    kept: list[str] = []
+    source_next: set[str] = set()  # prefixes whose next line is a warning's source line
+    for line in text.splitlines(keepends=True):
+        prefix, _, rest = line.rpartition("]:") if line.startswith("[") else ("", "", line)
+        if TORCH_WARNING.match(line):
+            source_next.add(prefix)
+        elif prefix in source_next:
+            source_next.discard(prefix)
+            if not rest.startswith("  "):
+                kept.append(line)
+        else:
+            kept.append(line)
+    return "".join(kept)
 
 
 @dataclass(frozen=True)
@@ -79,7 +104,7 @@ def finish_each(
     try:
         for name, proc in procs.items():
             out, err = proc.communicate(timeout=timeout)
-            outcomes[name] = Outcome(name, proc.returncode, out, err)
+            outcomes[name] = Outcome(name, proc.returncode, out, without_torch_warnings(err))
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -115,7 +140,9 @@ def run_both(
             timeout=timeout,
             check=False,
         )
-        outcomes[name] = Outcome(name, done.returncode, done.stdout, done.stderr)
+        outcomes[name] = Outcome(
+            name, done.returncode, done.stdout, without_torch_warnings(done.stderr)
+        )
     return outcomes
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WORKERS, launcher_env, marked_pids, start_rallypoint, wait_until_gone
+from tests.multinode.agents import free_port, wait_listening
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +66,22 @@ def test_signal_during_startup_kills_the_launcher_by_that_signal(
     launcher.send_signal(sig)  # before any worker can have started
     launcher.communicate(timeout=60)
     assert launcher.returncode == -sig  # as torchrun, which dies by the signal
+    assert wait_until_gone(mark, 2.0) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_signal_while_waiting_in_rendezvous_kills_the_launcher_by_that_signal(
+    mark: str, tmp_path: Path, sig: signal.Signals
+) -> None:
+    port = free_port()
+    flags = ["--nnodes=2", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}"]
+    launcher = _start_sleepers(mark, tmp_path, flags)
+    wait_listening("127.0.0.1", port)  # well past start-up: waiting for the second node
+    time.sleep(0.3)
+    launcher.send_signal(sig)
+    _, err = launcher.communicate(timeout=60)
+    assert launcher.returncode == -sig, err
+    assert "Traceback" not in err
     assert wait_until_gone(mark, 2.0) == []
 
 
