@@ -29,7 +29,17 @@ SCRIPT = str(WORKERS / "exit_code.py")
 HARNESS = {"dry_run"}  # the flag this test runs every launch with
 FUZZED = [f for f in FLAGS if f.dest not in HARNESS]
 ENV_FLAGS = [f for f in FLAGS if f.env_name is not None]
-NAMED = {name for f in FLAGS for name in f.names} | {f.env_name for f in ENV_FLAGS} - {None}
+OTHER_VARIABLES = [  # the launcher's other inputs from the environment
+    "TORCH_ELASTIC_SHUTDOWN_TIMEOUT",
+    "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE",
+    "RALLYPOINT_SECRET",
+    "OMP_NUM_THREADS",
+]
+NAMED = (
+    {name for f in FLAGS for name in f.names}
+    | {str(f.env_name) for f in ENV_FLAGS}
+    | {*OTHER_VARIABLES, "rendezvous secret"}
+)
 
 EDGES = [
     "", " ", "0", "1", "-1", "2", "65535", "65536", "99999", "-0", "1" * 5000, "9" * 30,
@@ -79,6 +89,8 @@ def command_lines(draw: st.DrawFn) -> tuple[list[str], dict[str, str]]:
     argv = [word for flag in flags for word in draw(argument(flag))]
     pets = draw(st.lists(st.sampled_from(ENV_FLAGS), max_size=3, unique_by=lambda f: f.dest))
     env = {str(flag.env_name): draw(VALUES) for flag in pets}
+    others = draw(st.lists(st.sampled_from(OTHER_VARIABLES), max_size=2, unique=True))
+    env |= {name: draw(VALUES) for name in others}
     env = {k: v for k, v in env.items() if "\x00" not in v}
     return argv, env
 
