@@ -26,7 +26,8 @@ def record(fn: Callable[P, R]) -> Callable[P, R | None]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
-        faulthandler.enable(all_threads=True)
+        if not faulthandler.is_enabled():  # keep the bootstrap's stack channel
+            faulthandler.enable(all_threads=True)
         try:
             return fn(*args, **kwargs)
         except SystemExit as exc:

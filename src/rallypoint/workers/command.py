@@ -1,16 +1,22 @@
 """The command line of each worker (contract §1.6).
 
-``python -u script args``, ``python -u -m module args`` or ``program args``,
-where ``python`` is ``PYTHON_EXEC`` or this interpreter, and every argument
-goes through ``string.Template.safe_substitute(local_rank=N)`` as in torchrun
-(so ``$local_rank`` becomes the rank and ``$$`` becomes ``$``).
+torchrun runs ``python -u script args``, ``python -u -m module args`` or
+``program args``, where ``python`` is ``PYTHON_EXEC`` or this interpreter, and
+every argument goes through ``string.Template.safe_substitute(local_rank=N)``
+(so ``$local_rank`` becomes the rank and ``$$`` becomes ``$``). rallypoint
+runs the same interpreter with the same flags on
+:mod:`rallypoint.workers.bootstrap` (by path, so nothing of rallypoint is
+imported), which arms the stack channel and then runs the script or module as
+that command would; ``--no-python`` programs run as they are.
 """
 
 from __future__ import annotations
 
+import os
 import string
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from rallypoint.config import Entrypoint, EntrypointKind
 
@@ -34,29 +40,49 @@ def python_executable(environ: Mapping[str, str]) -> str:
 
 
 FUNCTION_CHILD = "rallypoint.workers.function_child"
+BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
+
+
+@dataclass(frozen=True, slots=True)
+class StackChannel:
+    """Where a worker's bootstrap writes its stacks: a pipe's write end, and how often."""
+
+    fd: int
+    period: float  # seconds between two samples; 0 for crash stacks only
+
+
+def _bootstrap(python: str, channel: StackChannel | None, *rest: str) -> list[str]:
+    fd, period = ("-", "0") if channel is None else (str(channel.fd), repr(channel.period))
+    return [python, "-u", BOOTSTRAP, fd, period, *rest]
 
 
 def worker_argv(
-    entrypoint: Entrypoint, local_rank: int, environ: Mapping[str, str], payload: str | None = None
+    entrypoint: Entrypoint,
+    local_rank: int,
+    environ: Mapping[str, str],
+    payload: str | None = None,
+    stacks: StackChannel | None = None,
 ) -> list[str]:
     """The argv of one worker.
 
     Function workers (``--run-path`` and API callables) run in a fresh
     interpreter through :mod:`rallypoint.workers.function_child`; a callable's
-    pickled call lies in the file ``payload``.
+    pickled call lies in the file ``payload``. ``stacks`` is the channel a
+    Python worker's bootstrap writes to (None: no stacks).
     """
     args = list(substitute_local_rank(entrypoint.args, local_rank))
     python = python_executable(environ)
     if entrypoint.kind is EntrypointKind.RUN_PATH:
-        return [python, "-u", "-m", FUNCTION_CHILD, "run-path", entrypoint.target, *args]
+        target = [FUNCTION_CHILD, "run-path", entrypoint.target, *args]
+        return _bootstrap(python, stacks, "module", *target)
     if entrypoint.kind is EntrypointKind.CALLABLE:
         if payload is None:
             raise ValueError("a callable worker needs its payload file")
-        return [python, "-u", "-m", FUNCTION_CHILD, "call", payload]
+        return _bootstrap(python, stacks, "module", FUNCTION_CHILD, "call", payload)
     if entrypoint.kind is EntrypointKind.MODULE:
-        return [python, "-u", "-m", entrypoint.target, *args]
+        return _bootstrap(python, stacks, "module", entrypoint.target, *args)
     if entrypoint.kind is EntrypointKind.BINARY:
         return [entrypoint.target, *args]
     if entrypoint.kind is EntrypointKind.SCRIPT:
-        return [python, "-u", entrypoint.target, *args]
+        return _bootstrap(python, stacks, "script", entrypoint.target, *args)
     raise ValueError(f"unknown entrypoint kind {entrypoint.kind}")

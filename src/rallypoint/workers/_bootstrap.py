@@ -1,0 +1,130 @@
+"""What the worker bootstrap does, imported by ``bootstrap.py`` from its cached bytecode.
+
+See :mod:`rallypoint.workers.bootstrap` for why and how; only the standard
+library's already loaded modules are imported here.
+"""
+
+import _frozen_importlib_external as _external
+import _thread
+import builtins
+import faulthandler
+import os
+import sys
+from types import CodeType
+
+HEADER = "rallypoint-stacks 1 main 0x%016x pid %d\n"
+
+
+def _arm(fd_text: str, period: float) -> None:
+    if fd_text == "-":
+        return
+    fd = int(fd_text)
+    try:
+        os.set_inheritable(fd, False)
+        os.set_blocking(fd, False)
+        os.write(fd, (HEADER % (_thread.get_ident(), os.getpid())).encode())
+    except OSError:  # the fd did not survive (a wrapper closed it): run without stacks
+        return
+    faulthandler.enable(file=fd, all_threads=True)
+    if period > 0:
+        faulthandler.dump_traceback_later(period, repeat=True, file=fd)
+
+
+def _fresh_main() -> dict[str, object]:
+    main = type(sys)("__main__")
+    namespace: dict[str, object] = vars(main)
+    namespace.update({"__annotations__": {}, "__builtins__": builtins})
+    sys.modules["__main__"] = main
+    return namespace
+
+
+def _cant_open(path: str, exc: OSError) -> None:
+    sys.stderr.write(
+        f"{sys.orig_argv[0]}: can't open file {path!r}: [Errno {exc.errno}] {exc.strerror}\n"
+    )
+    sys.stderr.flush()
+    os._exit(2)
+
+
+def _script_code(script: str, namespace: dict[str, object]) -> CodeType:
+    """Compile ``script`` (source or .pyc) as CPython's run-file step does."""
+    path = _absolute(script)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        _cant_open(path, exc)
+        raise
+    namespace.update(__file__=path, __cached__=None)
+    if data[:4] == _external.MAGIC_NUMBER:
+        loader = _external.SourcelessFileLoader("__main__", path)
+        namespace["__loader__"] = loader
+        code = loader.get_code("__main__")
+        if code is None:
+            raise ImportError(f"no code in {path}")
+        return code
+    namespace["__loader__"] = _external.SourceFileLoader("__main__", path)
+    return compile(data, path, "exec", dont_inherit=True)
+
+
+def _absolute(path: str) -> str:
+    """CPython's own absolute path: joined to the cwd, not normalised."""
+    return path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+
+
+def _is_importable_path(script: str) -> bool:
+    """A folder or zip file with a ``__main__``: CPython runs it as a module."""
+    if os.path.isdir(script):
+        return True
+    import zipimport
+
+    try:
+        zipimport.zipimporter(script)
+    except (zipimport.ZipImportError, OSError):
+        return False
+    return True
+
+
+def own_tail(tb: object, stub: str) -> object:
+    """``tb`` without its first entries, which are the bootstrap's frames."""
+    mine = (stub, __file__)
+    while tb is not None and tb.tb_frame.f_code.co_filename in mine:  # type: ignore[attr-defined]
+        tb = tb.tb_next  # type: ignore[attr-defined]
+    return tb
+
+
+def _set_argv(interpreter_args: list[str], user_argv: list[str], given: list[str]) -> None:
+    sys.argv = user_argv
+    sys.orig_argv = [*interpreter_args, *given]
+
+
+def _prepare(argv: list[str]) -> tuple[str, str]:
+    """Arm the channel, set argv and the path; return (mode, target)."""
+    fd_text, period, mode, target, *args = argv
+    _arm(fd_text, float(period))
+    interpreter_args = sys.orig_argv[: len(sys.orig_argv) - len(sys.argv)]
+    safe = getattr(sys.flags, "safe_path", False)
+    if mode == "module":
+        _set_argv(interpreter_args, ["-m", *args], ["-m", target, *args])
+        if not safe:
+            sys.path[0] = os.getcwd()
+        return mode, target
+    _set_argv(interpreter_args, [target, *args], [target, *args])
+    if _is_importable_path(target):
+        sys.path[0 : 0 if safe else 1] = [_absolute(target)]
+        return "module-path", "__main__"
+    if not safe:
+        sys.path[0] = os.path.dirname(os.path.realpath(target))
+    return mode, target
+
+
+def run(argv: list[str]) -> None:
+    """Become the program ``argv`` names (see the module docstring of ``bootstrap``)."""
+    mode, target = _prepare(argv)
+    namespace = _fresh_main()
+    if mode == "script":
+        exec(_script_code(target, namespace), namespace)  # noqa: S102 - the user's program
+        return
+    import runpy
+
+    runpy._run_module_as_main(target, alter_argv=mode == "module")  # type: ignore[attr-defined]
