@@ -40,6 +40,7 @@ DOCUMENTED_DIFFERENCES = frozenset(
         "MASTER_PORT",  # a free port picked per run
         "TORCHELASTIC_ERROR_FILE",  # under a fresh mkdtemp folder; shape compared
         "TORCHELASTIC_USE_AGENT_STORE",  # torchrun "True", rallypoint "False"
+        "TORCHELASTIC_TIMER_FILE",  # with file timers on: a fresh path per run; shape compared
     }
 )
 ALLOWED_TO_DIFFER = DOCUMENTED_DIFFERENCES | TORCH_INJECTED
@@ -169,6 +170,13 @@ CASES = [
         run_id="static-job",
         static_port=True,
         expect=lambda r: {"MASTER_ADDR": "127.1"},  # verbatim, not resolved
+    ),
+    Case(
+        "file_timers_enabled",
+        ("--nproc-per-node=2",),
+        world=2,
+        env={"TORCHELASTIC_ENABLE_FILE_TIMER": "1"},
+        expect=lambda r: {"TORCHELASTIC_ENABLE_FILE_TIMER": "1"},
     ),
     Case(
         "virtual_local_rank",
@@ -304,10 +312,29 @@ def test_worker_env_and_argv_match_torchrun(case: Case, tmp_path: Path, mark: st
             tail = ERROR_FILE_TAIL.search(error_file)
             assert tail, f"{name}: bad TORCHELASTIC_ERROR_FILE shape {error_file!r}"
             assert tail.groups() == (env["TORCHELASTIC_RESTART_COUNT"], str(rank)), name
+    _check_timer_files(case, envs_by_launcher, tmpdir)
     t_ids = {e["TORCHELASTIC_RUN_ID"] for e in envs_by_launcher["torchrun"].values()}
     r_ids = {e["TORCHELASTIC_RUN_ID"] for e in envs_by_launcher["rallypoint"].values()}
     if case.run_id == UUID:
         assert t_ids != r_ids  # each launcher made its own
+
+
+def _check_timer_files(
+    case: Case, envs: dict[str, dict[int, dict[str, str]]], tmpdir: Path
+) -> None:
+    """With file timers on, every rank gets the same fresh pipe path in TMPDIR; else none."""
+    for name, by_rank in envs.items():
+        paths = {env.get("TORCHELASTIC_TIMER_FILE") for env in by_rank.values()}
+        assert len(paths) == 1, (name, paths)
+        (path,) = paths
+        if case.env.get("TORCHELASTIC_ENABLE_FILE_TIMER") != "1":
+            assert path is None, name
+            continue
+        assert path is not None, name
+        folder, _, leaf = path.rpartition("/")
+        assert folder == str(tmpdir), (name, path)
+        assert leaf.startswith("watchdog_timer_"), (name, path)
+        assert _is_uuid4(leaf.removeprefix("watchdog_timer_")), (name, path)
 
 
 def test_torch_import_injects_nothing(tmp_path: Path) -> None:

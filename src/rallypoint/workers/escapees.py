@@ -13,6 +13,11 @@ pid, never ``waitpid(-1)``, so the workers' own exit statuses are never taken.
 
 If the agent is SIGKILLed, its escapees go to init; the guardian then finds them
 by the worker environment they inherited (see ``_guardian_main``).
+
+Under the Python API the caller's process is the agent, for the length of
+:func:`rallypoint.launch`: a child the caller starts from another thread during
+the launch, or one of its own descendants orphaned meanwhile, is taken for an
+escapee. The subreaper setting is put back when the launch ends.
 """
 
 from __future__ import annotations
