@@ -133,7 +133,7 @@ def check(outcome: Outcome) -> None:
     check_usable(outcome.config)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(command_lines())
 @example((["--rdzv-backend=c10d", "--nnodes=2", "--rdzv-endpoint=host:abc"], {}))
 @example((["--master-addr=h", "--master-port=99999"], {}))
