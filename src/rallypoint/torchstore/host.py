@@ -1,0 +1,100 @@
+"""Host the torch store on MASTER_PORT from a thread of the agent, with a loop of its own.
+
+Design note
+-----------
+The port is bound and listening as soon as ``TorchStoreHost.listen`` returns, before any
+worker exists: a worker that connects before the server runs waits in the kernel's
+accept queue, never on a refused connection. The server then runs on its own asyncio
+loop in one thread that this object owns (``close`` stops and joins it), for three
+reasons: a single-node launch spawns its first workers before the agent's loop exists
+(see ``agent/launchpad.py``); the agent's loop is never slowed by a busy store, nor the
+store by a loop busy with log lines; and the rendezvous that owns the port can keep it,
+and the store, across every round without the supervisor knowing.
+
+``reset`` is a plain attribute swap on the server (atomic under the interpreter lock), so
+it may be called from any thread; connections accepted afterwards see a fresh store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+
+from rallypoint.torchstore.server import ServerLimits, TorchStoreServer
+
+__all__ = ["TorchStoreHost", "listening_socket"]
+
+logger = logging.getLogger(__name__)
+
+BACKLOG = 4096  # a whole node's workers (and more) may connect at the same instant
+
+
+def listening_socket(port: int) -> socket.socket:
+    """A socket listening on ``port`` (0: any) of every local address, IPv6 too if present.
+
+    Raises:
+        OSError: the port is taken.
+    """
+    if socket.has_dualstack_ipv6():
+        try:
+            return socket.create_server(
+                ("", port), family=socket.AF_INET6, backlog=BACKLOG, dualstack_ipv6=True
+            )
+        except OSError:
+            if port == 0:
+                raise
+            # a port free for IPv4 but not IPv6 (or no IPv6 at all): try IPv4 alone
+    return socket.create_server(("", port), backlog=BACKLOG)
+
+
+class TorchStoreHost:
+    """torch's store, served from its own thread on a port bound at construction.
+
+    Args:
+        sock: the listening socket (see ``listening_socket``).
+        limits: the server's bounds.
+    """
+
+    def __init__(self, sock: socket.socket, limits: ServerLimits | None = None) -> None:
+        self.port = int(sock.getsockname()[1])
+        self.server = TorchStoreServer(sock, limits)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="torch-store", daemon=True)
+        self._thread.start()  # not waited for: the socket already queues connections
+
+    @classmethod
+    def listen(cls, port: int = 0, limits: ServerLimits | None = None) -> TorchStoreHost:
+        """Bind and listen on ``port`` now, and serve it from a new thread."""
+        return cls(listening_socket(port), limits)
+
+    def reset(self) -> None:
+        """Start a fresh store for the next attempt's workers (callable from any thread)."""
+        self.server.reset()
+
+    def release(self) -> None:
+        """Stop serving, close every connection and the port, and join the thread."""
+        self._ready.wait(timeout=10)
+        loop = self._loop
+        if loop is not None and self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.server.close(), loop).result(timeout=10)
+            loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self.server.start())
+        except BaseException:
+            self._ready.set()
+            loop.close()
+            raise
+        self._loop = loop
+        self._ready.set()
+        logger.info("serving torch's store on port %d", self.port)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
