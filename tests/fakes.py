@@ -210,6 +210,7 @@ class FakeAttempt:
     workers: list[WorkerProcess]
     stubborn: set[int] = field(default_factory=set)  # local ranks that ignore the stop signal
     stops: list[tuple[int, float]] = field(default_factory=list)  # (signal, grace) per stop
+    notices: list[int] = field(default_factory=list)  # signals passed on as notices
 
     def exit(self, local_rank: int, code: int) -> None:
         """Worker ``local_rank`` ends with ``code`` (negative: killed by that signal)."""
@@ -219,6 +220,10 @@ class FakeAttempt:
 
     def alive(self) -> list[WorkerProcess]:
         return [w for w in self.workers if w.running]
+
+    def notify(self, signum: int) -> int:
+        self.notices.append(signum)
+        return len(self.alive())
 
     async def stop(self, signum: int, grace: float, cut_short: asyncio.Event) -> None:
         self.stops.append((signum, grace))

@@ -98,6 +98,7 @@ class LaunchConfig:
     master_port: int | None = None
     numa_binding: str | None = None
     rdzv_secret: bytes | None = field(default=None, repr=False)
+    forward_signals: str = ""  # rallypoint only: passed on to the workers as notices
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -143,7 +144,7 @@ class LaunchConfig:
         )
         self._check_run_id()
         self._check_endpoints()
-        parse_signal_names(self.signals_to_handle)
+        self._check_signals()
 
     def _check_run_id(self) -> None:
         """The run id starts the name of the run's log folder: it must make a file name."""
@@ -159,24 +160,38 @@ class LaunchConfig:
         if self.rdzv_backend not in ETCD_BACKENDS:  # etcd's list: rallypoint.store.etcd.config
             parse_endpoint(self.rdzv_endpoint, C10D_PORT)
 
+    def _check_signals(self) -> None:
+        both = set(self.handled_signals) & set(self.notice_signals)
+        _check(
+            not both,
+            f"--forward-signals={self.forward_signals}: "
+            f"{','.join(sorted(s.name for s in both))} is also in --signals-to-handle, "
+            "which stops the job on it; a signal is either a notice or a stop",
+        )
+
     @property
     def handled_signals(self) -> tuple[signal.Signals, ...]:
         """The signals to trap and forward (checked when the config was made)."""
         return parse_signal_names(self.signals_to_handle)
 
+    @property
+    def notice_signals(self) -> tuple[signal.Signals, ...]:
+        """The signals passed on to the workers as notices, the job going on."""
+        return parse_signal_names(self.forward_signals, "--forward-signals")
 
-def parse_signal_names(names: str) -> tuple[signal.Signals, ...]:
+
+def parse_signal_names(names: str, flag: str = "--signals-to-handle") -> tuple[signal.Signals, ...]:
     """``"SIGTERM,SIGINT"`` -> the signals; empty items are skipped.
 
     Raises:
         ConfigError: a name that is not a signal, or one that cannot be caught
             (torchrun logs a warning with a traceback for each and goes on).
     """
-    return tuple(_signal_named(item.strip(), names) for item in names.split(",") if item.strip())
+    what = f"{flag}={names}"
+    return tuple(_signal_named(item.strip(), what) for item in names.split(",") if item.strip())
 
 
-def _signal_named(name: str, names: str) -> signal.Signals:
-    what = f"--signals-to-handle={names}"
+def _signal_named(name: str, what: str) -> signal.Signals:
     sig = signal.Signals.__members__.get(name)
     if sig is None:
         raise ConfigError(

@@ -13,12 +13,14 @@ from rallypoint.agent.policy import (
     TRANSITIONS,
     Action,
     Begin,
+    DropNotice,
     End,
     Ending,
     Event,
     Exited,
     Finish,
     Finished,
+    ForwardNotice,
     Gathered,
     GatherQueued,
     GiveUp,
@@ -26,6 +28,7 @@ from rallypoint.agent.policy import (
     JobClosed,
     JoinRound,
     MembershipChanged,
+    Noticed,
     Phase,
     Policy,
     PolicyError,
@@ -48,6 +51,7 @@ from rallypoint.agent.policy import (
 
 SETTINGS = Settings(nproc=2, max_restarts=1, shutdown_grace=5.0, restart_grace=30.0)
 TERM = int(signal.SIGTERM)
+USR1 = int(signal.SIGUSR1)
 NOW = 100.0
 
 
@@ -77,6 +81,7 @@ SAMPLES: dict[type[Event], Event] = {
     RoundJoined: RoundJoined(),
     Exited: Exited(0, 12, False),
     Signalled: Signalled(TERM),
+    Noticed: Noticed(USR1),
     MembershipChanged: MembershipChanged("node c is waiting to join"),
     JobClosed: JobClosed("the job failed on node b"),
     StoreLost: StoreLost("lease could not be renewed"),
@@ -101,34 +106,40 @@ EXPECTED: dict[tuple[Phase, type[Event]], tuple[Phase, tuple[type[Action], ...]]
     (J, RoundJoined): (R, (StartWorkers,)),
     (J, Exited): (J, ()),
     (J, Signalled): (D, (End,)),
+    (J, Noticed): (J, (DropNotice,)),
     (J, MembershipChanged): (J, ()),
     (J, JobClosed): (D, (End,)),
     (J, StoreLost): (D, (End,)),
     (R, Exited): (F, (GatherQueued,)),
     (R, Signalled): (S, (StopWorkers,)),
+    (R, Noticed): (R, (ForwardNotice,)),
     (R, MembershipChanged): (S, (StopWorkers,)),
     (R, JobClosed): (S, (StopWorkers,)),
     (R, StoreLost): (S, (StopWorkers,)),
     (F, Exited): (F, ()),
     (F, Signalled): (F, ()),
+    (F, Noticed): (F, (DropNotice,)),
     (F, MembershipChanged): (F, ()),
     (F, JobClosed): (F, ()),
     (F, StoreLost): (F, ()),
     (F, Gathered): (S, (StopWorkers,)),
     (S, Exited): (S, ()),
     (S, Signalled): (S, (HastenStop,)),
+    (S, Noticed): (S, (DropNotice,)),
     (S, MembershipChanged): (S, ()),
     (S, JobClosed): (S, ()),
     (S, StoreLost): (S, ()),
     (S, Stopped): (J, (RestartFree, JoinRound)),
     (C, Exited): (C, ()),
     (C, Signalled): (D, (End,)),
+    (C, Noticed): (C, (DropNotice,)),
     (C, MembershipChanged): (C, ()),
     (C, JobClosed): (D, (End,)),
     (C, StoreLost): (D, (End,)),
     (C, RestartCounted): (J, (RestartSpent, JoinRound)),
     (FI, Exited): (FI, ()),
     (FI, Signalled): (D, (End,)),
+    (FI, Noticed): (FI, (DropNotice,)),
     (FI, MembershipChanged): (FI, ()),
     (FI, JobClosed): (FI, ()),
     (FI, StoreLost): (FI, ()),
@@ -211,6 +222,30 @@ def test_a_signal_is_forwarded_to_the_workers() -> None:
     policy, actions = run([*RUNNING, Signalled(int(signal.SIGHUP))])
     assert actions[-1] == StopWorkers(int(signal.SIGHUP), NOW + 5.0)
     assert policy.handle(Stopped(), NOW) == (End(Ending.SIGNALLED, signum=int(signal.SIGHUP)),)
+
+
+def test_a_notice_reaches_the_running_workers_and_the_job_goes_on() -> None:
+    policy, actions = run([*RUNNING, Noticed(USR1), Noticed(USR1)])
+    assert actions[-2:] == [ForwardNotice(USR1), ForwardNotice(USR1)]
+    assert (policy.state.phase, policy.state.signum, policy.state.stop) == (R, 0, None)
+    _, actions = run([Exited(0, 11, True), Exited(0, 12, True), Stopped(), Finished()], policy)
+    assert actions[-1] == End(Ending.SUCCEEDED)
+
+
+def test_a_notice_then_a_stop_signal_ends_by_the_stop_signal() -> None:
+    _, actions = run([*RUNNING, Noticed(USR1), Signalled(TERM), Noticed(USR1), Stopped()])
+    assert actions[-4:] == [
+        ForwardNotice(USR1),
+        StopWorkers(TERM, NOW + 5.0),
+        DropNotice(USR1),
+        End(Ending.SIGNALLED, signum=TERM),
+    ]
+
+
+def test_a_notice_before_any_worker_is_dropped_not_a_stop() -> None:
+    policy, actions = run([Begin(), Noticed(USR1), RoundJoined()])
+    assert actions == [JoinRound(), DropNotice(USR1), StartWorkers(0)]
+    assert policy.state.signum == 0
 
 
 def test_a_second_signal_hastens_the_stop_and_the_first_one_counts() -> None:
@@ -308,6 +343,7 @@ EVENTS = st.one_of(
     st.just(RoundJoined()),
     st.builds(Exited, st.integers(-1, 3), st.integers(1, 4), st.booleans()),
     st.builds(Signalled, st.sampled_from([TERM, int(signal.SIGINT)])),
+    st.just(Noticed(USR1)),
     st.just(MembershipChanged("m")),
     st.just(JobClosed("c")),
     st.just(StoreLost("l")),

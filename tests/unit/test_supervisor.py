@@ -34,9 +34,16 @@ from tests.fakes import (
 T = TypeVar("T")
 
 
-def job(max_restarts: int = 1) -> Job:
+def job(max_restarts: int = 1, notices: str = "") -> Job:
     config = LaunchConfig(
-        1, 1, 2, run_id="t", max_restarts=max_restarts, shutdown_timeout=5, log_dir=os.devnull
+        1,
+        1,
+        2,
+        run_id="t",
+        max_restarts=max_restarts,
+        shutdown_timeout=5,
+        log_dir=os.devnull,
+        forward_signals=notices,
     )
     return Job(config, Entrypoint(EntrypointKind.BINARY, "train.py"), {}, host="node-a")
 
@@ -45,14 +52,18 @@ class Node:
     """A supervisor with its fakes."""
 
     def __init__(
-        self, max_restarts: int = 1, shared: JobStore | None = None, clock: FakeClock | None = None
+        self,
+        max_restarts: int = 1,
+        shared: JobStore | None = None,
+        clock: FakeClock | None = None,
+        notices: str = "",
     ) -> None:
         self.clock = clock or FakeClock()
         self.rendezvous = FakeRendezvous(shared)
         self.attempts = FakeAttempts(self.clock)
         self.early: list[int] = []
         self.supervisor = Supervisor(
-            job(max_restarts),
+            job(max_restarts, notices),
             self.clock,
             early_signals=self.early,
             rendezvous=self.rendezvous,
@@ -212,6 +223,29 @@ def test_a_signal_is_forwarded_to_the_running_workers() -> None:
     assert raised.value.signum == signal.SIGHUP
     assert not raised.value.before_workers
     assert node.attempts.started[0].stops == [(signal.SIGHUP, 5.0)]
+
+
+def test_a_notice_reaches_the_workers_and_the_job_goes_on_to_success() -> None:
+    node = Node(notices="SIGUSR1,SIGUSR2")
+
+    def notice_then_succeed(attempt: FakeAttempt) -> None:
+        send_signal(signal.SIGUSR1)
+        asyncio.get_running_loop().call_later(0.1, succeed, attempt)
+
+    node.then(0, notice_then_succeed)
+    assert node.run().restarts == 0  # type: ignore[attr-defined]
+    assert node.attempts.started[0].notices == [signal.SIGUSR1]
+    assert node.attempts.started[0].stops == [(signal.SIGTERM, 5.0)]  # only the success stop
+    assert [(name, count) for name, _, count in node.supervisor.notices] == [("SIGUSR1", 2)]
+
+
+def test_a_notice_caught_before_the_loop_is_dropped_and_said() -> None:
+    node = Node(notices="SIGUSR2")
+    node.early.append(int(signal.SIGUSR2))
+    node.then(0, succeed)
+    node.run()
+    assert node.attempts.started[0].notices == []
+    assert [(name, count) for name, _, count in node.supervisor.notices] == [("SIGUSR2", 0)]
 
 
 def test_a_membership_change_restarts_for_free() -> None:

@@ -140,6 +140,10 @@ class Attempt:
         """Workers whose exit has not been seen yet."""
         return self.group.alive
 
+    def notify(self, signum: int) -> int:
+        """Pass ``signum`` on to every running worker's group; return how many got it."""
+        return self.group.notify(signum)
+
     async def stop(self, signum: int, grace: float, cut_short: asyncio.Event) -> None:
         """Stop every worker (``signum``, ``grace``, SIGKILL) and read their pipes to the end."""
         await self.group.stop(signum, grace, cut_short)

@@ -8,7 +8,9 @@ round, start, stop or restart the workers; when a restart is spent against the
 job-wide budget and when the budget is gone; which exits count (only those of the
 current attempt, and only before its stop began: later ones were caused by the
 stop); how a handled signal ends the job (forwarded to the workers once they
-run, the launcher's own death before); what a change of the rendezvous means.
+run, the launcher's own death before); that a notice signal (``--forward-signals``)
+is passed on to running workers and changes nothing else; what a change of the
+rendezvous means.
 
 The transitions are one table, :data:`TRANSITIONS`, keyed by phase and event
 type. An event the table does not list for the current phase is a bug in the
@@ -114,6 +116,13 @@ class Signalled:
 
 
 @dataclass(frozen=True, slots=True)
+class Noticed:
+    """The agent received a notice signal (``--forward-signals``): the job goes on."""
+
+    signum: int
+
+
+@dataclass(frozen=True, slots=True)
 class MembershipChanged:
     """The round this node runs no longer holds (a node left, restarts or waits to join)."""
 
@@ -161,6 +170,7 @@ Event = (
     | RoundJoined
     | Exited
     | Signalled
+    | Noticed
     | MembershipChanged
     | JobClosed
     | StoreLost
@@ -174,6 +184,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     RoundJoined,
     Exited,
     Signalled,
+    Noticed,
     MembershipChanged,
     JobClosed,
     StoreLost,
@@ -211,6 +222,20 @@ class StopWorkers:
 
     signum: int
     deadline: float  # monotonic seconds
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardNotice:
+    """Send ``signum`` to every running worker's group; nothing is stopped."""
+
+    signum: int
+
+
+@dataclass(frozen=True, slots=True)
+class DropNotice:
+    """Say the notice ``signum`` reached no worker (none runs, or they are being stopped)."""
+
+    signum: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +294,8 @@ Action = (
     | StartWorkers
     | GatherQueued
     | StopWorkers
+    | ForwardNotice
+    | DropNotice
     | HastenStop
     | ReportFailure
     | SpendRestart
@@ -397,6 +424,16 @@ def _signal_waiting(_settings: Settings, state: State, event: Event, _now: float
     return _end(replace(state, signum=event.signum), Ending.SIGNALLED)
 
 
+def _notice_running(_settings: Settings, state: State, event: Event, _now: float) -> Result:
+    assert isinstance(event, Noticed)
+    return state, (ForwardNotice(event.signum),)
+
+
+def _notice_dropped(_settings: Settings, state: State, event: Event, _now: float) -> Result:
+    assert isinstance(event, Noticed)
+    return state, (DropNotice(event.signum),)
+
+
 def _membership_running(settings: Settings, state: State, event: Event, now: float) -> Result:
     assert isinstance(event, MembershipChanged)
     return _stop(settings, replace(state, reason=event.reason), StopReason.MEMBERSHIP, now)
@@ -463,6 +500,7 @@ def _finished(_settings: Settings, state: State, _event: Event, _now: float) -> 
 _WAITING: dict[type[Event], Handler] = {
     Exited: _stay,  # no worker of the current attempt runs any more
     Signalled: _signal_waiting,
+    Noticed: _notice_dropped,
     MembershipChanged: _stay,
 }
 
@@ -472,6 +510,7 @@ TRANSITIONS: dict[Phase, dict[type[Event], Handler]] = {
         RoundJoined: _round_joined,
         Exited: _stay,  # late exits of the stopped attempt
         Signalled: _signal_joining,
+        Noticed: _notice_dropped,
         MembershipChanged: _stay,  # the round being formed takes it into account
         JobClosed: _over_ends,
         StoreLost: _over_ends,
@@ -479,6 +518,7 @@ TRANSITIONS: dict[Phase, dict[type[Event], Handler]] = {
     Phase.RUNNING: {
         Exited: _exit_running,
         Signalled: _signal_running,
+        Noticed: _notice_running,
         MembershipChanged: _membership_running,
         JobClosed: _over_running,
         StoreLost: _over_running,
@@ -486,6 +526,7 @@ TRANSITIONS: dict[Phase, dict[type[Event], Handler]] = {
     Phase.FAILING: {
         Exited: _exit_failing,
         Signalled: _signal_failing,
+        Noticed: _notice_dropped,  # the workers are about to be stopped
         MembershipChanged: _stay,  # the failure restarts anyway
         JobClosed: _over_stopping,
         StoreLost: _over_stopping,
@@ -494,6 +535,7 @@ TRANSITIONS: dict[Phase, dict[type[Event], Handler]] = {
     Phase.STOPPING: {
         Exited: _stay,  # caused by the stop, or late
         Signalled: _signal_stopping,
+        Noticed: _notice_dropped,
         MembershipChanged: _stay,
         JobClosed: _over_stopping,
         StoreLost: _over_stopping,

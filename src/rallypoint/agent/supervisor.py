@@ -70,6 +70,10 @@ class RunningAttempt(Protocol):
         """What the summary says about ``worker``."""
         ...
 
+    def notify(self, signum: int) -> int:
+        """Pass ``signum`` on to every running worker's group; return how many got it."""
+        ...
+
     def return_values(self) -> dict[int, object]:
         """Per global rank: a callable's return value, or None."""
         ...
@@ -138,6 +142,7 @@ class Supervisor:
             config.event_log_handler, config.run_id, self.layout.run_dir
         )
         self.report_path: str | None = None
+        self.notices: list[tuple[str, float, int]] = []  # (signal name, wall time, workers)
 
     async def run(self) -> RunResult:
         """Run the job.
@@ -200,7 +205,8 @@ class Supervisor:
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in self.job.config.handled_signals:
+        config = self.job.config
+        for sig in (*config.handled_signals, *config.notice_signals):
             try:
                 loop.add_signal_handler(sig, self._queue.put_nowait, SignalArrived(int(sig)))
             except (ValueError, RuntimeError):  # not the main thread
@@ -246,6 +252,8 @@ class Supervisor:
 
     def _translate(self, event: AgentEvent) -> p.Event | None:
         if isinstance(event, SignalArrived):
+            if event.signum in self.job.config.notice_signals:
+                return p.Noticed(event.signum)
             return p.Signalled(event.signum)
         if isinstance(event, WorkerExited):
             if self._attempt is not None and event.attempt == self._attempt.number:
@@ -290,6 +298,8 @@ class Supervisor:
             self._gather(action.pid)
         elif isinstance(action, p.StopWorkers):
             self._stop(action)
+        elif isinstance(action, p.ForwardNotice | p.DropNotice):
+            self._notice(action)
         elif isinstance(action, p.HastenStop):
             self._hasten.set()
         elif isinstance(action, p.ReportFailure):
@@ -349,6 +359,19 @@ class Supervisor:
     ) -> p.Event:
         await attempt.stop(signum, grace, hasten)
         return p.Stopped()
+
+    def _notice(self, action: p.ForwardNotice | p.DropNotice) -> None:
+        name = signal.Signals(action.signum).name
+        reached = 0
+        if isinstance(action, p.ForwardNotice):
+            assert self._attempt is not None
+            reached = self._attempt.notify(action.signum)
+        self.notices.append((name, self._clock.wall(), reached))
+        self._emit(RunEventKind.NOTICE_FORWARDED, signal=name, workers=reached)
+        if reached:
+            logger.warning("received %s: passed on to %d workers as a notice", name, reached)
+        else:
+            logger.warning("received %s as a notice while no worker runs: dropped", name)
 
     def _failure_report(self, failed: tuple[int, ...]) -> FailureReport:
         assert self._attempt is not None

@@ -198,4 +198,10 @@ FLAGS: tuple[Flag, ...] = (
         kind=FlagKind.SWITCH,
         default=False,
     ),
+    _flag(
+        "--forward-signals",
+        "rallypoint only: signals passed on to every worker's process group as a notice, "
+        "the job going on (e.g. SIGUSR1 for a preemption warning); default SIGUSR1,SIGUSR2 "
+        "under Slurm, none elsewhere.",
+    ),
 )

@@ -56,7 +56,7 @@ def _settle_signals(config: LaunchConfig, early: list[int]) -> None:
     Until the event loop takes over, a trapped signal is only remembered in ``early``.
     One that arrived before but is not to be handled ends the launcher as it would have.
     """
-    handled = {int(s) for s in config.handled_signals}
+    handled = {int(s) for s in (*config.handled_signals, *config.notice_signals)}
     with contextlib.suppress(ValueError):  # not the main thread: nothing to trap
         for signum in handled:
             signal.signal(signum, lambda number, _frame: early.append(number))
@@ -105,13 +105,16 @@ def _run(launch: Launch, early: list[int]) -> int:
     try:
         asyncio.run(supervisor.run())
     except ChildFailedError as failure:
+        output.notices(supervisor.notices)
         print(output.format_summary(failure.report, supervisor.report_path), file=sys.stderr)
         return 1
     except SignalReceived as received:
         if received.before_workers:
             return _die_by(received.signum)
+        output.notices(supervisor.notices)
         output.signal_exit(signal.Signals(received.signum).name)
         return 1
+    output.notices(supervisor.notices)
     return 0
 
 
@@ -129,6 +132,8 @@ def main(
     except UsageError as exc:
         output.usage_error(str(exc))
         return 2
+    if launch.derived:
+        output.slurm_derived(launch.derived)
     if launch.dry_run:
         return _dry_run(launch, environ)
     _settle_signals(launch.config, early)

@@ -53,6 +53,28 @@ def omp_warning(stream: TextIO | None = None) -> None:
     )
 
 
+def slurm_derived(flags: tuple[str, ...], stream: TextIO | None = None) -> None:
+    """The one line that says what the Slurm step filled in."""
+    print(
+        f"{PREFIX}: running as a Slurm step task, so using {' '.join(flags)} "
+        "(any of these flags given, or its PET_* variable, wins)",
+        file=stream or sys.stderr,
+    )
+
+
+def notices(seen: list[tuple[str, float, int]], stream: TextIO | None = None) -> None:
+    """The notices (``--forward-signals``) of the run, if any: name, time, workers reached."""
+    import time
+
+    if not seen:
+        return
+    told = ", ".join(
+        f"{name} at {time.strftime('%H:%M:%S', time.localtime(at))} to {count} workers"
+        for name, at, count in seen
+    )
+    print(f"{PREFIX}: notices passed on during the run: {told}", file=stream or sys.stderr)
+
+
 def signal_exit(signame: str, stream: TextIO | None = None) -> None:
     """Why the launcher stopped after a signal."""
     print(f"{PREFIX}: received {signame}: the workers were stopped", file=stream or sys.stderr)

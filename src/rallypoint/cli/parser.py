@@ -54,8 +54,10 @@ class RawArgs:
     shutdown_timeout: int | None
     virtual_local_rank: bool
     dry_run: bool
+    forward_signals: str | None
     training_script: str
     training_script_args: tuple[str, ...]
+    given: frozenset[str] = frozenset()  # flags set on the command line or by PET_*
 
 
 class _Parser(argparse.ArgumentParser):
@@ -146,7 +148,22 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> RawArgs:
     values = vars(namespace)
     _check_one_value_each(values)
     values["training_script_args"] = tuple(values["training_script_args"])
+    values["given"] = _given(argv, environ)
     return RawArgs(**{f.name: values[f.name] for f in fields(RawArgs)})
+
+
+def _given(argv: Sequence[str], environ: Mapping[str, str]) -> frozenset[str]:
+    """The flags ``argv`` or a ``PET_*`` variable set, by dest (defaults left out)."""
+    parser = _Parser(prog=PROG, argument_default=argparse.SUPPRESS, add_help=False)
+    for flag in FLAGS:
+        action = "store_const" if flag.kind is FlagKind.SWITCH else "store"
+        extra = {"const": True} if flag.kind is FlagKind.SWITCH else {}
+        parser.add_argument(*flag.names, dest=flag.dest, action=action, **extra)  # type: ignore[arg-type]
+    parser.add_argument("training_script")
+    parser.add_argument("training_script_args", nargs=argparse.REMAINDER)
+    typed = set(vars(parser.parse_args(list(argv)))) - {"training_script", "training_script_args"}
+    from_env = {f.dest for f in FLAGS if f.env_name and f.env_name in environ}
+    return frozenset(typed | from_env)
 
 
 def help_text(environ: Mapping[str, str]) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from rallypoint.cli.parser import RawArgs
+from rallypoint.cli.slurm import derive, step_of
 from rallypoint.cli.values import (
     parse_filters,
     parse_nnodes,
@@ -41,6 +42,7 @@ class Launch:
     worker_base_env: Mapping[str, str]
     omp_threads_defaulted: bool
     dry_run: bool = False
+    derived: tuple[str, ...] = ()  # flags filled in from the Slurm step, as typed
 
 
 def resolve_nproc(text: str, devices: DeviceCounter) -> int:
@@ -186,6 +188,7 @@ def _config(
         master_port=master_port,
         numa_binding=raw.numa_binding,
         rdzv_secret=_secret(conf, environ),
+        forward_signals=raw.forward_signals or "",
     )
 
 
@@ -233,6 +236,8 @@ def build_launch(
     Raises:
         ConfigError: naming the flag, the value and what would be right.
     """
+    slurm = derive(raw, step_of(environ))
+    raw = slurm.raw
     config = _config(raw, environ, devices, new_id)
     entrypoint = _entrypoint(raw)
     _check_log_dir(config.log_dir)
@@ -242,4 +247,4 @@ def build_launch(
     if omp_defaulted:
         base["OMP_NUM_THREADS"] = "1"
     base["TORCHELASTIC_SIGNALS_TO_HANDLE"] = config.signals_to_handle
-    return Launch(config, entrypoint, base, omp_defaulted, raw.dry_run)
+    return Launch(config, entrypoint, base, omp_defaulted, raw.dry_run, slurm.flags)

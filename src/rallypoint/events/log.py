@@ -25,6 +25,7 @@ class RunEventKind(enum.Enum):
     RUN_SUCCEEDED = "run_succeeded"
     RUN_FAILED = "run_failed"
     SIGNAL_RECEIVED = "signal_received"
+    NOTICE_FORWARDED = "notice_forwarded"  # a --forward-signals signal, passed on
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,13 @@ class WorkerGroup:
             owner.signal_one(pid, signum)
         return owner
 
+    def notify(self, signum: int) -> int:
+        """Send ``signum`` to every running worker's process group; return how many got it."""
+        running = self.alive
+        for worker in running:
+            worker.signal_group(signum)
+        return len(running)
+
     def _signal_all(self, signum: int) -> None:
         for worker in self.workers:
             worker.signal_group(signum)
