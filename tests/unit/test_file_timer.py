@@ -12,6 +12,7 @@ import pytest
 
 from rallypoint.health.file_timer import DeadlineTable, Expiry, TimerRequest, parse_request
 from rallypoint.health.timer_pipe import TimerPipe, timer_file
+from tests.fakes import FakeClock
 
 
 def line(pid: int, scope: str, deadline: float, sig: int = 9) -> bytes:
@@ -90,17 +91,6 @@ def test_the_pipe_is_where_the_launcher_says_or_fresh(tmp_path: Path) -> None:
     assert made.startswith(f"{tmp_path}/watchdog_timer_")
 
 
-class FakeClock:
-    def __init__(self, wall: float) -> None:
-        self.now = wall
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return self.now
-
-
 def send(path: str, data: bytes) -> None:
     """As torch's client: open without blocking (fails if no reader), write, close."""
     fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
@@ -112,20 +102,20 @@ def send(path: str, data: bytes) -> None:
 
 def test_the_reader_reports_what_expired_and_removes_the_pipe(tmp_path: Path) -> None:
     path = str(tmp_path / "timer")
-    clock = FakeClock(1000.0)
+    clock = FakeClock()
+    now = clock.wall()
     seen: list[Expiry] = []
     pipe = TimerPipe(path)
-    send(path, line(5, "early", 990.0))  # written before the loop reads: kept by the kernel
+    send(path, line(5, "early", now - 10))  # written before the loop reads: kept by the kernel
 
     async def scenario() -> None:
         pipe.attach(clock, seen.append)
-        record = line(6, "split", 995.0, int(signal.SIGTERM))
+        record = line(6, "split", now - 5, int(signal.SIGTERM))
         send(path, b"not json\n" + record[:10])
         send(path, record[10:])
-        send(path, line(7, "released", 999.0) + line(7, "released", -1, 0))
-        send(path, line(8, "future", 1000.5))
-        for _ in range(20):
-            await asyncio.sleep(0.01)
+        send(path, line(7, "released", now - 1) + line(7, "released", -1, 0))
+        send(path, line(8, "future", now + 0.5))
+        await settle()
 
     asyncio.run(scenario())
     assert [(e.pid, e.scope, e.signal) for e in seen] == [(5, "early", 9), (6, "split", 15)]
@@ -135,21 +125,33 @@ def test_the_reader_reports_what_expired_and_removes_the_pipe(tmp_path: Path) ->
     assert not os.path.exists(path)
 
 
-def test_the_reader_wakes_at_the_next_deadline(tmp_path: Path) -> None:
+def test_the_reader_wakes_at_the_next_deadline_of_its_clock(tmp_path: Path) -> None:
     path = str(tmp_path / "timer")
-    clock = FakeClock(1000.0)
+    clock = FakeClock()
     seen: list[Expiry] = []
     pipe = TimerPipe(path)
 
     async def scenario() -> None:
         pipe.attach(clock, seen.append)
-        send(path, line(9, "soon", 1000.05))
-        await asyncio.sleep(0.02)
+        send(path, line(9, "soon", clock.wall() + 30))
+        send(path, line(10, "later", clock.wall() + 60))
+        await settle()
+        clock.advance(29.9)
+        await settle()
         assert seen == []
-        clock.now = 1000.06  # the loop's timer fires at the deadline; by then the clock is past
-        for _ in range(20):
-            await asyncio.sleep(0.01)
+        clock.advance(0.2)
+        await settle()
+        assert [e.scope for e in seen] == ["soon"]
+        assert seen[0].overdue == pytest.approx(0.1)
+        clock.advance(30)
+        await settle()
 
     asyncio.run(scenario())
     pipe.close()
-    assert [e.scope for e in seen] == ["soon"]
+    assert [e.scope for e in seen] == ["soon", "later"]
+
+
+async def settle() -> None:
+    """Let the loop read the pipe and run what is ready (no time passes on the fake clock)."""
+    for _ in range(20):
+        await asyncio.sleep(0.005)

@@ -6,7 +6,8 @@ opened before any worker starts (even before the event loop exists), and the
 kernel keeps what workers write until the loop attaches the reader. It is
 opened read-write, so it never reads end of file when the last writer closes
 (a FIFO with no writer is always readable: that would spin). Reading is
-event-driven, and one loop timer is kept at the next deadline: no polling.
+event-driven, and one task sleeps on the injected clock until the next
+deadline: no polling. Deadlines are wall-clock times, as torch's client writes them.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class TimerPipe:
         self._table = DeadlineTable()
         self._partial = b""
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._alarm: asyncio.TimerHandle | None = None
+        self._alarm: asyncio.Task[None] | None = None
         self._clock: Clock | None = None
         self._on_expiry: Callable[[Expiry], None] = lambda _expiry: None
 
@@ -89,11 +90,13 @@ class TimerPipe:
         deadline = self._table.next_deadline()
         if deadline is None or self._loop is None or self._clock is None:
             return
-        self._alarm = self._loop.call_later(max(0.0, deadline - self._clock.wall()), self._ring)
+        self._alarm = self._loop.create_task(self._ring_at(deadline - self._clock.wall()))
 
-    def _ring(self) -> None:
-        self._alarm = None
+    async def _ring_at(self, delay: float) -> None:
+        """Sleep (on the injected clock) until the next deadline, then expire what is due."""
         assert self._clock is not None
+        await self._clock.sleep(max(0.0, delay))
+        self._alarm = None
         for expiry in self._table.expire(self._clock.wall()):
             self._on_expiry(expiry)
         self._rearm()
