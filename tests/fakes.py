@@ -157,6 +157,8 @@ class FakeRendezvous:
         assert self.listener is not None
         self.listener()
 
+    failure: BaseException | None = None
+
     def running_decision(self) -> RunningDecision:
         if self.shared.closed is not None and self.decision.change is Change.KEEP:
             return RunningDecision(Change.CLOSED, self.shared.closed)

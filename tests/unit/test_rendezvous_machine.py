@@ -17,7 +17,6 @@ from rallypoint.rendezvous.machine import (
     result_from,
 )
 from rallypoint.rendezvous.records import (
-    ClosedRecord,
     NodeRecord,
     RoundRecord,
     decode_round,
@@ -35,9 +34,8 @@ def view(
     nodes: list[NodeRecord],
     joins: dict[str, int],
     last: RoundRecord | None = None,
-    closed: ClosedRecord | None = None,
 ) -> View:
-    return View({n.node_id: n for n in nodes}, joins, last, closed)
+    return View({n.node_id: n for n in nodes}, joins, last)
 
 
 def test_round_completes_at_once_when_max_nodes_joined() -> None:
@@ -77,11 +75,6 @@ def test_counts_kept_by_the_caller_are_used() -> None:
     assert decide_round(state, 0, DYNAMIC, None, 0.0).step is Step.WAIT
 
 
-def test_closed_job_forms_no_round() -> None:
-    closed = ClosedRecord("failed", "n1", "boom")
-    assert decide_round(view([], {}, closed=closed), 0, DYNAMIC, None, 0).step is Step.CLOSED
-
-
 def test_static_needs_every_node_rank_and_orders_by_it() -> None:
     static = Settings(2, 2, 30.0, static=True)
     nodes = [node("n1", rank=1), node("n2", rank=0)]
@@ -106,8 +99,6 @@ def test_running_decisions() -> None:
     assert decide_running(view(extra, {"n4": 1}), full, DYNAMIC).change is Change.KEEP
     failing = decide_running(view(alive, {"n1": 1, "n2": 0}), current, DYNAMIC)
     assert failing.reason == "node n1 is restarting its workers"
-    closed = view(alive, {}, closed=ClosedRecord("failed", "n2", "rank 3 failed"))
-    assert decide_running(closed, current, DYNAMIC).change is Change.CLOSED
 
 
 def test_heterogeneous_roles_match_torchruns_worked_example() -> None:

@@ -178,7 +178,10 @@ class Attempt:
         pending = {p.finished for p in self._pumps}
         while pending:
             await consoles.drained()
-            _, pending = await asyncio.wait(pending, timeout=DRAIN_SECONDS)
+            deadline = self._clock.monotonic() + DRAIN_SECONDS
+            with contextlib.suppress(TimeoutError):
+                await self._clock.wait_until(asyncio.wait(pending), deadline)
+            pending = {f for f in pending if not f.done()}
             if not (consoles.any_pending or any(p.paused for p in self._pumps)):
                 break
         for pump in self._pumps:

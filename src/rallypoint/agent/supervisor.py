@@ -420,7 +420,8 @@ class Supervisor:
         if action.ending is p.Ending.CLOSED:
             raise RendezvousClosedError(action.reason)
         if action.ending is p.Ending.LOST:
-            raise RendezvousLostError(action.reason)
+            cause = self._rendezvous.failure if self._rendezvous is not None else None
+            raise RendezvousLostError(action.reason) from cause
         attempt = self._attempt
         assert attempt is not None
         return RunResult(attempt.return_values(), attempt.restart_count)

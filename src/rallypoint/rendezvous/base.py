@@ -29,6 +29,11 @@ class Rendezvous(Protocol):
         """Whether the current round's workers may keep running."""
         ...
 
+    @property
+    def failure(self) -> BaseException | None:
+        """The error of a background task that broke this rendezvous, if one did."""
+        ...
+
     async def spend_restart(self) -> int:
         """Count one failure restart, job-wide; return the new count."""
         ...

@@ -16,7 +16,6 @@ every member reported success. Everything it decides comes from
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from rallypoint.clock import Clock
@@ -49,6 +48,7 @@ from rallypoint.rendezvous.records import (
     encode_round,
 )
 from rallypoint.store import KeyValueStore, StoreError
+from rallypoint.tasks import TaskOwner
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +59,16 @@ class Coordinator:
     """Runs while this node holds the coordinator key."""
 
     def __init__(
-        self, client: KeyValueStore, settings: Settings, clock: Clock, master_addr: str | None
+        self,
+        client: KeyValueStore,
+        settings: Settings,
+        clock: Clock,
+        master_addr: str | None,
+        owner: TaskOwner,
     ) -> None:
         self._client, self._settings, self._clock = client, settings, clock
-        self._master_addr = master_addr
-        self._mirror = StoreMirror(client, FULL_PREFIXES)
+        self._master_addr, self._owner = master_addr, owner
+        self._mirror = StoreMirror(client, clock, owner, FULL_PREFIXES)
         self._last: RoundRecord | None = None
         self._rerun_sent: int | None = None
         self._min_reached: tuple[int, float] | None = None
@@ -71,24 +76,23 @@ class Coordinator:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Load the job's state and start coordinating from a task this object owns."""
+        """Load the job's state and start coordinating from a task of the owner given.
+
+        Raises:
+            StoreError: the store failed.
+            RendezvousStateError: the job's member list is unreadable.
+        """
         await self._mirror.start()
         members = await self._client.get(MEMBERS_KEY)  # read once: nobody watches this one
         self._last = None if members is None else decode_round(members.value)
-        self._task = asyncio.create_task(self._run(), name="rendezvous-coordinator")
+        self._task = self._owner.spawn(self._run(), "rendezvous-coordinator")
 
     async def close(self) -> None:
         """Stop coordinating."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.gather(self._task, return_exceptions=True)
         await self._mirror.close()
-
-    @property
-    def mirror(self) -> StoreMirror:
-        """The full mirror (live nodes), for whoever needs it while closing."""
-        return self._mirror
 
     async def _run(self) -> None:
         try:
@@ -110,7 +114,7 @@ class Coordinator:
         last = self._last
         if last is None or self._rerun_sent == last.round:
             return
-        view = self._mirror.view(last, None)
+        view = self._mirror.view(last)
         decision = decide_running(view, last, self._settings)
         if decision.change is Change.RESTART:
             self._rerun_sent = last.round
@@ -124,7 +128,7 @@ class Coordinator:
     async def _form_next(self) -> float | None:
         target = 0 if self._last is None else self._last.round + 1
         now = self._clock.monotonic()
-        view = self._mirror.view(self._last, None)
+        view = self._mirror.view(self._last)
         count = view.count_joined(target)
         if count < self._settings.min_nodes:
             self._min_reached = None
@@ -161,7 +165,7 @@ class Coordinator:
         settings = self._settings
         text = f"{count} of {settings.min_nodes}:{settings.max_nodes} nodes joined"
         if settings.static:
-            present = {n.node_rank for n in self._mirror.view(self._last, None).joined(target)}
+            present = {n.node_rank for n in self._mirror.view(self._last).joined(target)}
             missing = [str(r) for r in range(settings.max_nodes) if r not in present]
             text += f"; missing node ranks {', '.join(missing[:16])}"
         await self._client.put(WAITING_KEY, encode_notice(Notice(target, text)))

@@ -3,7 +3,12 @@
 Design note: the driver owns the I/O the pure machine never does: a store
 connection, this node's lease (kept alive by a task; when a keep-alive fails
 the node is cut off and says so), a mirror of the few small keys every node
-watches, and the timers of the join deadline. A node joins by writing its
+watches, and the timers of the join deadline. Every task it starts (the lease
+keep-alive, the stand-by, the mirror's watches, the coordinator's) runs under
+one :class:`~rallypoint.tasks.TaskOwner`: a task that fails breaks the
+rendezvous at once, and whoever waits on it or asks about the round gets that
+error, named; :meth:`StoreRendezvous.close` still revokes the lease and closes
+the connection. Waits go through the injected clock. A node joins by writing its
 ``join`` record and waits for the ``round`` header; it then reads its own
 assignment once. Completing rounds is the coordinator's job
 (:mod:`rallypoint.rendezvous.coordinator`); every node stands ready to take
@@ -54,12 +59,16 @@ from rallypoint.rendezvous.records import (
 )
 from rallypoint.rendezvous.result import RendezvousResult
 from rallypoint.store import KeyValueStore, StoreError, StoreServer
+from rallypoint.tasks import TaskOwner
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PROGRESS_EVERY = 5.0
-STAND_BY_JITTER = 0.2  # seconds; see _stand_by  # seconds between "waiting for nodes" lines
+PROGRESS_EVERY = 5.0  # seconds between "waiting for round N to form" lines
+STAND_BY_JITTER = 0.2  # seconds; see _stand_by
+CoordinatorFactory = Callable[
+    [KeyValueStore, Settings, Clock, "str | None", TaskOwner], Coordinator
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +94,16 @@ class StoreRendezvous:
         timeouts: Timeouts,
         clock: Clock,
         reservation: PortReservation | None = None,
+        coordinator: CoordinatorFactory = Coordinator,
     ) -> None:
         self._client, self._server, self.me = client, server, me
         self._settings, self._timeouts, self._clock = settings, timeouts, clock
         self._reservation = reservation
-        self._mirror = StoreMirror(client)
+        self._owner = TaskOwner("rendezvous", self._task_failed)
+        self._mirror = StoreMirror(client, clock, self._owner)
         self._lease = 0
-        self._tasks: list[asyncio.Task[None]] = []
+        self._broken: str | None = None  # why a task of ours failed
+        self._make_coordinator = coordinator
         self._coordinator: Coordinator | None = None
         self._current: RoundHeader | None = None
         self.static_master_addr: str | None = None
@@ -106,20 +118,21 @@ class StoreRendezvous:
             )
         except StoreError as exc:
             raise RendezvousLostError(f"rendezvous store: {exc}") from exc
-        self._tasks = [
-            asyncio.create_task(self._keep_alive(), name="rendezvous-lease"),
-            asyncio.create_task(self._stand_by(), name="rendezvous-stand-by"),
-        ]
+        self._owner.spawn(self._keep_alive(), "rendezvous-lease")
+        self._owner.spawn(self._stand_by(), "rendezvous-stand-by")
+
+    def _task_failed(self, error: BaseException, task: str) -> None:
+        self._broken = f"this node's rendezvous task {task} failed: {type(error).__name__}: {error}"
+        self._mirror.wake()
 
     async def _keep_alive(self) -> None:
-        interval = self._timeouts.lease_ttl / 3
+        interval, ttl = self._timeouts.lease_ttl / 3, self._timeouts.lease_ttl
         try:
             while True:
-                await asyncio.sleep(interval)
+                await self._clock.sleep(interval)
                 # a reply later than the TTL would find the lease gone anyway
-                await asyncio.wait_for(
-                    self._client.lease_keepalive(self._lease), self._timeouts.lease_ttl
-                )
+                keepalive = self._client.lease_keepalive(self._lease)
+                await self._clock.wait_until(keepalive, self._clock.monotonic() + ttl)
         except (StoreError, TimeoutError) as exc:
             self._mirror.mark_lost(StoreError(f"this node's lease could not be renewed ({exc!r})"))
 
@@ -135,7 +148,7 @@ class StoreRendezvous:
                 seen = self._mirror.version
                 if COORDINATOR_KEY not in self._mirror.keys:
                     if self._server is None:
-                        await asyncio.sleep(random.uniform(0, STAND_BY_JITTER))
+                        await self._clock.sleep(random.uniform(0, STAND_BY_JITTER))
                     if COORDINATOR_KEY not in self._mirror.keys:
                         await self._try_coordinate()
                 await self._mirror.wait_change(None, since=seen)
@@ -148,24 +161,36 @@ class StoreRendezvous:
         )
         if taken.ok:
             master = self.static_master_addr
-            self._coordinator = Coordinator(self._client, self._settings, self._clock, master)
+            self._coordinator = self._make_coordinator(
+                self._client, self._settings, self._clock, master, self._owner
+            )
             await self._coordinator.start()
             logger.info("this node coordinates the rendezvous")
 
+    @property
+    def failure(self) -> BaseException | None:
+        """The error of the first task of this rendezvous that failed, if one did."""
+        return self._owner.failure
+
     async def close(self) -> None:
-        """Leave: stop the lease and tasks, close the connection; a host waits for the others."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._server is not None:
-            await self._wait_others_gone()
-        if self._coordinator is not None:
-            await self._coordinator.close()
-        await self._mirror.close()
-        with contextlib.suppress(StoreError):
-            await self._client.lease_revoke(self._lease)
+        """Leave: stop every task, release the lease, close the connection (all, always).
+
+        The store's host first waits (bounded) for the other nodes to leave.
+        """
+        await self._owner.close()
+        try:
+            if self._server is not None:
+                await self._wait_others_gone()
+            if self._coordinator is not None:
+                await self._coordinator.close()
+            await self._mirror.close()
+        finally:
+            await self._release()
+
+    async def _release(self) -> None:
+        if self._lease:
+            with contextlib.suppress(StoreError):
+                await self._client.lease_revoke(self._lease)
         await self._client.close()
         if self._server is not None:
             await self._server.close()
@@ -173,7 +198,8 @@ class StoreRendezvous:
             self._reservation.release()
 
     async def _wait_others_gone(self) -> None:
-        nodes = StoreMirror(self._client, (JOIN_PREFIX,))
+        quiet = TaskOwner("rendezvous-closing", lambda _error, _task: None)
+        nodes = StoreMirror(self._client, self._clock, quiet, (JOIN_PREFIX,))
         with contextlib.suppress(StoreError):
             await nodes.start()
             deadline = self._clock.monotonic() + self._timeouts.close
@@ -186,6 +212,8 @@ class StoreRendezvous:
     # --- joining ---------------------------------------------------------------------------
 
     def _check(self) -> None:
+        if self._broken is not None:
+            raise RendezvousLostError(self._broken) from self._owner.failure
         if self._mirror.lost is not None:
             raise RendezvousLostError(f"lost the rendezvous store: {self._mirror.lost}")
         closed = self._mirror.one(CLOSED_KEY, decode_closed)
@@ -274,6 +302,8 @@ class StoreRendezvous:
 
     def running_decision(self) -> RunningDecision:
         """Whether the current round still holds."""
+        if self._broken is not None:
+            return RunningDecision(Change.LOST, self._broken)
         if self._mirror.lost is not None:
             return RunningDecision(Change.LOST, f"lost the rendezvous store: {self._mirror.lost}")
         closed = self._mirror.one(CLOSED_KEY, decode_closed)
@@ -310,7 +340,7 @@ class StoreRendezvous:
         deadline = self._clock.monotonic() + self._timeouts.exit_barrier
         while self._clock.monotonic() < deadline and self._mirror.lost is None:
             seen = self._mirror.version
-            if CLOSED_KEY in self._mirror.keys:
+            if CLOSED_KEY in self._mirror.keys or self._broken is not None:
                 return
             if self.running_decision().change is not Change.KEEP:
                 return

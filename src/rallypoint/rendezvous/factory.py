@@ -14,7 +14,6 @@ other nodes can reach, unlike a host name that may only resolve locally.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -61,9 +60,9 @@ def _conf_float(config: LaunchConfig, key: str, default: float) -> float:
 
 
 def timeouts_of(config: LaunchConfig) -> Timeouts:
+    """Timeouts from ``--rdzv-conf``: torchrun's keys, ``lease_ttl``, ``exit_barrier_timeout``."""
     from rallypoint.rendezvous.dynamic import Timeouts
 
-    """Timeouts from ``--rdzv-conf``: torchrun's keys, ``lease_ttl``, ``exit_barrier_timeout``."""
     base = Timeouts()
     return Timeouts(
         join=_conf_float(config, "join_timeout", base.join),
@@ -131,7 +130,7 @@ async def _retrying(
                 raise RendezvousLostError(
                     f"cannot reach {what} within {join_timeout:.0f} s: {exc}"
                 ) from exc
-        await asyncio.sleep(0.2)  # the host agent, or etcd, may still be starting
+        await clock.sleep(0.2)  # the host agent, or etcd, may still be starting
 
 
 async def _store_of(
@@ -203,5 +202,9 @@ async def open_rendezvous(config: LaunchConfig, host_name: str, clock: Clock) ->
     )
     if config.rdzv_backend == "static":
         rendezvous.static_master_addr = config.master_addr
-    await rendezvous.start()
+    try:
+        await rendezvous.start()
+    except BaseException:
+        await rendezvous.close()  # the connection, the server, the lease if it was granted
+        raise
     return rendezvous

@@ -2,9 +2,10 @@
 
 Design note: torchrun keeps one pickled state blob that every node rewrites
 (quadratic traffic, and code execution for whoever can write the key). Here
-each node writes only its own leased records (``node/<id>``, ``join/<id>``);
-a round is completed by one compare-and-set of the ``round`` key, which any
-node may attempt and exactly one wins. This module decides, from a
+each node writes only its own leased ``join/<id>`` record (who it is and the
+round it wants); the one coordinator (elected through a leased key, see
+``coordinator.py``) completes a round by writing the assignments and then the
+small ``job/round`` header. This module decides, from a
 :class:`View` of the store and the time, what one node should do; it never
 touches a socket or reads the clock, so tests drive it with plain values.
 
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 
 from rallypoint.rendezvous.records import (
     Assignment,
-    ClosedRecord,
     NodeRecord,
     RoundHeader,
     RoundRecord,
@@ -51,7 +51,6 @@ class View:
     nodes: Mapping[str, NodeRecord]  # live nodes (their lease holds)
     joins: Mapping[str, int]  # live node id -> the round it wants next
     last_round: RoundRecord | None = None
-    closed: ClosedRecord | None = None
     restarts: int = 0
     counts: Mapping[int, int] | None = None  # joins per round, if the caller keeps them
 
@@ -71,7 +70,6 @@ class Step(enum.Enum):
 
     WAIT = "wait"  # for a change in the store, or until ``deadline``
     COMPLETE = "complete"  # write ``record``: the round is formed
-    CLOSED = "closed"  # the job is over
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +113,6 @@ def decide_round(
     Costs O(1) per call while the round is not ready (with ``view.counts``), so
     a coordinator can ask after every change even with thousands of nodes.
     """
-    if view.closed is not None:
-        return JoinDecision(Step.CLOSED)
     count = view.count_joined(target)
     if settings.static:
         candidates = view.joined(target) if count >= settings.max_nodes else []
@@ -151,9 +147,8 @@ class RunningDecision:
 
 
 def decide_running(view: View, current: RoundRecord, settings: Settings) -> RunningDecision:
-    """Decide whether the workers of round ``current`` may keep running."""
-    if view.closed is not None:
-        return RunningDecision(Change.CLOSED, view.closed.message or view.closed.reason)
+    """Decide whether the workers of round ``current`` may keep running (a closed job is
+    the caller's to see: it is one key, read before asking)."""
     for member in current.members:
         if member.node_id not in view.nodes:
             return RunningDecision(Change.RESTART, f"node {member.node_id} left the job")

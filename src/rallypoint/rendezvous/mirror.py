@@ -9,6 +9,8 @@ this version cannot read is logged and ignored, never trusted.
 
 Most nodes mirror only the few small keys every node needs
 (:data:`LIGHT_PREFIXES`); the coordinator also mirrors every node's records.
+The watch-following tasks run under the :class:`~rallypoint.tasks.TaskOwner`
+the mirror is given, and waits go through the injected clock.
 """
 
 from __future__ import annotations
@@ -20,19 +22,20 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from rallypoint.clock import Clock
 from rallypoint.rendezvous.machine import View
 from rallypoint.rendezvous.records import (
     DONE_PREFIX,
     JOB_PREFIX,
     JOIN_PREFIX,
     RESTARTS_KEY,
-    ClosedRecord,
     NodeRecord,
     RendezvousStateError,
     RoundRecord,
     decode_join,
 )
 from rallypoint.store import KeyValueStore, StoreError, WatchStream
+from rallypoint.tasks import TaskOwner
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,11 +47,16 @@ FULL_PREFIXES = (JOB_PREFIX, JOIN_PREFIX, DONE_PREFIX)
 class StoreMirror:
     """The keys under some prefixes, as last pushed by the store."""
 
-    def __init__(self, client: KeyValueStore, prefixes: Sequence[str] = LIGHT_PREFIXES) -> None:
-        self._client = client
+    def __init__(
+        self,
+        client: KeyValueStore,
+        clock: Clock,
+        owner: TaskOwner,
+        prefixes: Sequence[str] = LIGHT_PREFIXES,
+    ) -> None:
+        self._client, self._clock, self._owner = client, clock, owner
         self._prefixes = tuple(prefixes)
         self.keys: dict[str, str] = {}
-        self.revisions: dict[str, int] = {}
         self.nodes: dict[str, NodeRecord] = {}
         self.joins: dict[str, int] = {}
         self.counts: Counter[int] = Counter()
@@ -60,7 +68,7 @@ class StoreMirror:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Watch every prefix, then read it, then follow it from a task this mirror owns.
+        """Watch every prefix, then read it, then follow it from a task of the mirror's owner.
 
         The watch is opened first and the snapshot read second, so nothing is
         missed in between; pushed changes the snapshot already holds (revision
@@ -71,9 +79,8 @@ class StoreMirror:
             snapshot = await self._client.range(prefix)
             for kv in snapshot.entries:
                 self._apply(kv.key, kv.value, kv.revision)
-            self._tasks.append(
-                asyncio.create_task(self._follow(watch, snapshot.revision), name=f"mirror-{prefix}")
-            )
+            follow = self._follow(watch, snapshot.revision)
+            self._tasks.append(self._owner.spawn(follow, f"mirror-{prefix}"))
 
     async def _follow(self, watch: WatchStream, floor: int) -> None:
         try:
@@ -91,10 +98,8 @@ class StoreMirror:
             self._count_done(key, value)
         if value is None:
             self.keys.pop(key, None)
-            self.revisions.pop(key, None)
         else:
             self.keys[key] = value
-            self.revisions[key] = revision
         if key.startswith(JOIN_PREFIX):
             self._set_join(key[len(JOIN_PREFIX) :], value)
 
@@ -132,6 +137,10 @@ class StoreMirror:
         self.lost = error
         self._notify()
 
+    def wake(self) -> None:
+        """Wake every waiter and the listener, as a change would (they look again)."""
+        self._notify()
+
     async def wait_change(self, timeout: float | None, since: int | None = None) -> None:
         """Wait until the next change (or ``timeout`` seconds).
 
@@ -143,16 +152,15 @@ class StoreMirror:
         if since is not None and since != self.version:
             return
         self.changed.clear()
+        deadline = None if timeout is None else self._clock.monotonic() + timeout
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.changed.wait(), timeout)
+            await self._clock.wait_until(self.changed.wait(), deadline)
 
     async def close(self) -> None:
         """Stop following the store."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def one(self, key: str, parse: Callable[[str], T]) -> T | None:
         """The parsed value of ``key``, or None (absent or unreadable)."""
@@ -172,14 +180,14 @@ class StoreMirror:
         except ValueError:
             return 0
 
-    def view(self, last_round: RoundRecord | None, closed: ClosedRecord | None) -> View:
+    def view(self, last_round: RoundRecord | None) -> View:
         """The coordinator's view: live nodes, joins and their counts, without copies.
 
         A join whose node record is already gone (both vanish with their lease,
         one event after the other) may be counted for a moment; the machine
         only ever completes a round with nodes that are alive.
         """
-        return View(self.nodes, self.joins, last_round, closed, self.restarts(), self.counts)
+        return View(self.nodes, self.joins, last_round, self.restarts(), self.counts)
 
     def done_count(self, round_number: int) -> int:
         """How many nodes reported success in ``round_number``."""

@@ -61,6 +61,11 @@ class SingleNodeRendezvous:
 
         return RunningDecision(Change.KEEP)
 
+    @property
+    def failure(self) -> BaseException | None:
+        """No background task, no failure."""
+        return None
+
     async def spend_restart(self) -> int:
         """Count a restart locally."""
         self._restarts += 1
