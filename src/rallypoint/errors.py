@@ -15,14 +15,26 @@
 
 Foreign exceptions (OSError from spawning, JSON errors from error files) are
 translated once, where they enter, with ``raise ... from exc``.
+
+This module is the bottom of the package: it imports no other part of
+rallypoint (``docs/architecture.md``), so every part can raise these.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from rallypoint.failures.report import FailureReport
+
+class FailureSummary(Protocol):
+    """The least a failure report has (``rallypoint.failures.report.FailureReport``)."""
+
+    @property
+    def headline(self) -> str:
+        """One line naming the culprit and how it ended."""
+        ...
+
+
+R = TypeVar("R", bound=FailureSummary, covariant=True)
 
 
 class RallypointError(Exception):
@@ -57,16 +69,16 @@ class RendezvousLostError(RendezvousError):
     """The rendezvous store cannot be reached any more, or this node's lease ended."""
 
 
-class ChildFailedError(RallypointError):
+class ChildFailedError(RallypointError, Generic[R]):
     """Workers failed and no restart is left.
 
     Attributes:
         report: the failure report naming the culprit and what it said.
     """
 
-    def __init__(self, report: FailureReport) -> None:
+    def __init__(self, report: R) -> None:
         super().__init__(report.headline)
-        self.report = report
+        self.report: R = report
 
 
 class SignalReceived(RallypointError):

@@ -14,7 +14,7 @@ from pathlib import Path
 import rallypoint
 
 PACKAGE = Path(rallypoint.__file__).parent
-LOCAL_HANDOFF = {"agent/attempt.py", "agent/launchpad.py", "workers/function_child.py"}
+LOCAL_HANDOFF = {"agent/attempt.py", "agent/launchpad.py", "agent/function_child.py"}
 BANNED = {"pickle", "cPickle", "dill", "marshal", "shelve", "cloudpickle"}
 
 

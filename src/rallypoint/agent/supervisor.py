@@ -132,7 +132,7 @@ class Supervisor:
         self._exits: dict[int, WorkerExited] = {}
         self._to_stop: list[WorkerProcess] = []
         self._hasten = asyncio.Event()
-        self._report: FailureReport | None = None
+        self.report: FailureReport | None = None  # the last failure's, once stopped
         self.layout = (
             prestarted.layout
             if prestarted
@@ -188,10 +188,6 @@ class Supervisor:
         )
         try:
             result = await self._drive(attempts)
-        except ChildFailedError as exc:
-            culprit = exc.report.culprit.global_rank
-            self._emit(RunEventKind.RUN_FAILED, culprit=culprit, reason=exc.report.headline)
-            raise
         except SignalReceived as exc:
             self._emit(RunEventKind.SIGNAL_RECEIVED, signal=signal.Signals(exc.signum).name)
             raise
@@ -303,7 +299,7 @@ class Supervisor:
         elif isinstance(action, p.HastenStop):
             self._hasten.set()
         elif isinstance(action, p.ReportFailure):
-            self._report = self._failure_report(action.failed)
+            self.report = self._failure_report(action.failed)
         elif isinstance(action, p.SpendRestart):
             self._start_op(self._spend_restart())
         elif isinstance(action, p.RestartFree | p.RestartSpent):
@@ -396,20 +392,22 @@ class Supervisor:
             self._emit(RunEventKind.GROUP_RESTARTING, reason=action.reason, spends_restart=False)
             logger.warning("%s; restarting the workers (no restart spent)", action.reason)
             return
-        assert self._report is not None
-        headline, limit = self._report.headline, self.job.config.max_restarts
+        assert self.report is not None
+        headline, limit = self.report.headline, self.job.config.max_restarts
         self._emit(RunEventKind.GROUP_RESTARTING, restart=action.count, reason=headline)
         logger.warning(
             "%s; restarting the workers (restart %d of %d)", headline, action.count, limit
         )
 
     async def _give_up(self) -> None:
-        assert self._report is not None
+        assert self.report is not None
         assert self._rendezvous is not None
-        report = self._report
+        report = self.report
         error_file = self.job.base_env.get("TORCHELASTIC_ERROR_FILE")
         self.report_path = persist_failure(report, self.layout, error_file)
         await self._rendezvous.close_job(False, report.headline)
+        culprit = report.culprit.global_rank
+        self._emit(RunEventKind.RUN_FAILED, culprit=culprit, reason=report.headline)
         raise ChildFailedError(report)
 
     async def _end(self, action: p.Action) -> RunResult:

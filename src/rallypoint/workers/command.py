@@ -39,7 +39,7 @@ def python_executable(environ: Mapping[str, str]) -> str:
     return environ.get("PYTHON_EXEC", sys.executable)
 
 
-FUNCTION_CHILD = "rallypoint.workers.function_child"
+FUNCTION_CHILD = "rallypoint.agent.function_child"
 BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
 
 
@@ -66,7 +66,7 @@ def worker_argv(
     """The argv of one worker.
 
     Function workers (``--run-path`` and API callables) run in a fresh
-    interpreter through :mod:`rallypoint.workers.function_child`; a callable's
+    interpreter through :mod:`rallypoint.agent.function_child`; a callable's
     pickled call lies in the file ``payload``. ``stacks`` is the channel a
     Python worker's bootstrap writes to (None: no stacks).
     """

@@ -19,7 +19,7 @@ from rallypoint.workers.process import WorkerProcess, describe_signal
 
 logger = logging.getLogger(__name__)
 
-KILL_WAIT = 10.0  # seconds to wait for exits after SIGKILL before giving up on a process
+KILL_WAIT = 10.0  # default seconds to wait for exits after SIGKILL before giving up on them
 
 
 class WorkerGroup:
@@ -36,7 +36,6 @@ class WorkerGroup:
         self._kill_wait = kill_wait
         self.workers: list[WorkerProcess] = []
         self._changed = asyncio.Event()
-        self.killed: list[WorkerProcess] = []
 
     def adopt(self, workers: Sequence[WorkerProcess]) -> None:
         """Watch already spawned workers (their exits may even have happened already)."""
@@ -113,13 +112,12 @@ class WorkerGroup:
                     "leaving it to the guardian",
                     worker.request.local_rank,
                     worker.pid,
-                    KILL_WAIT,
+                    self._kill_wait,
                 )
         for worker in self.workers:
             if not worker.running:
                 self._guardian.release(worker.pid)
         await self._guardian.stop_escapees(signum, grace, self._kill_wait)
-        self.killed = stubborn
         return stubborn
 
     async def _wait_grace(self, grace: float, cut_short: asyncio.Event | None) -> None:

@@ -1,6 +1,6 @@
 """The child side of function workers (``--run-path`` and API callables).
 
-Run as ``python -u -m rallypoint.workers.function_child run-path SCRIPT ARGS...``
+Run as ``python -u -m rallypoint.agent.function_child run-path SCRIPT ARGS...``
 or ``... call PAYLOAD``. The payload is a pickle the agent wrote for its own
 child on the local disk (it never crosses a network): the parent's
 ``sys.path``, its ``__main__`` file (re-run as ``__mp_main__`` so functions
