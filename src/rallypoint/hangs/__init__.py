@@ -1,0 +1,1 @@
+"""Stacks of running workers: faulthandler's dumps parsed, digested, judged (all pure)."""
