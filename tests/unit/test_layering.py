@@ -12,7 +12,7 @@ LAYERS: dict[str, int] = {
     "errors": 1,
     **dict.fromkeys(("signals", "endpoints", "clock", "ids", "tasks", "devices", "hostlist"), 2),
     "config": 3,
-    **dict.fromkeys(("store", "torchstore", "workers", "logs", "events", "health"), 4),
+    **dict.fromkeys(("store", "torchstore", "workers", "logs", "events", "health", "hangs"), 4),
     **dict.fromkeys(("rendezvous", "failures"), 5),
     "agent": 6,
     **dict.fromkeys(("cli", "api"), 7),
