@@ -50,7 +50,8 @@ class Guardian:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         assert self._process.stdin is not None
         self._pipe = self._process.stdin
-        self._workers: set[int] = set()
+        self._workers: set[int] = set()  # every worker of the run
+        self._watched: set[int] = set()  # groups registered and not released
         self._stuck: set[int] = set()  # escapees that outlived SIGKILL (kernel D state)
 
     def _send(self, line: str) -> None:
@@ -68,6 +69,7 @@ class Guardian:
             env: the worker's environment; its unique entry marks its descendants.
         """
         self._workers.add(pgid)
+        self._watched.add(pgid)
         mark = (env or {}).get(MARK_VARIABLE)
         if mark:
             self._send(f"E{MARK_VARIABLE}={mark}")
@@ -75,6 +77,7 @@ class Guardian:
 
     def release(self, pgid: int) -> None:
         """Forget ``pgid``: its group has been stopped by the agent."""
+        self._watched.discard(pgid)
         self._send(f"-G{pgid}")
 
     async def stop_escapees(self, signum: int, grace: float, kill_wait: float) -> None:
@@ -106,11 +109,14 @@ class Guardian:
         logger.info("stopped descendants that escaped their worker's group: %s", sorted(pids))
 
     def close(self) -> None:
-        """Let the guardian exit without waiting for it (every group released first).
+        """Let the guardian exit, without waiting for it.
 
-        It kills any group still registered; the subreaper setting is put back.
+        It kills any group still registered; unless every group had been released
+        (a normal end), it also sweeps the workers' descendants, as if the agent had
+        died. The subreaper setting is put back.
         """
-        self._send("Q")
+        if not self._watched:
+            self._send("Q")
         with contextlib.suppress(BrokenPipeError):
             self._pipe.close()
         self._subreaper.restore()
