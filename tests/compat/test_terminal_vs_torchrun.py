@@ -57,6 +57,28 @@ def test_worker_sees_the_same_terminal(
     assert max(lags.values()) < 0.5
 
 
+def last_bar(screen: bytes) -> str:
+    """The last state of the tqdm bar drawn on ``screen``."""
+    (line,) = [ln for ln in screen.decode().split("\n") if "train:" in ln]
+    return line.rsplit("\r", 1)[-1]
+
+
+def test_real_tqdm_bar_is_as_wide_and_as_live_as_under_torchrun(
+    terminals: dict[str, Terminal], tmp_path: Path, mark: str
+) -> None:
+    pytest.importorskip("tqdm")
+    start_both(terminals, str(WORKERS / "tqdm_bar.py"), base_env(tmp_path, mark))
+    widths, updates = {}, {}
+    for name, term in terminals.items():
+        assert term.finish(120) == 0, term.screen().decode()
+        widths[name] = len(last_bar(term.screen()))
+        updates[name] = sum(b"train:" in chunk for _, chunk in term.chunks)
+    print(f"tqdm bar width {widths}, updates that arrived on their own {updates}")
+    assert widths["rallypoint"] == widths["torchrun"]
+    assert widths["torchrun"] > 80  # the window's width, not tqdm's 10-column fallback
+    assert updates["rallypoint"] >= 6  # one by one, not in one burst at the end
+
+
 def test_breakpoint_works_under_both(
     terminals: dict[str, Terminal], tmp_path: Path, mark: str
 ) -> None:
