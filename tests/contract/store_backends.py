@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from etcd_servers import EtcdCluster, have_etcd
 
 from rallypoint.store import KeyValueStore, StoreClient, StoreServer
 from rallypoint.store.etcd import EtcdStore
+from rallypoint.store.server import DEFAULT_LIMITS
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,13 @@ Backend = Callable[[], AbstractAsyncContextManager[Harness]]
 @asynccontextmanager
 async def tcp_backend() -> AsyncIterator[Harness]:
     """Our own TCP store server on 127.0.0.1, with a secret, and its client."""
-    server = StoreServer("127.0.0.1", 0, "contract-run", b"contract-secret", handshake_timeout=2)
+    server = StoreServer(
+        "127.0.0.1",
+        0,
+        "contract-run",
+        b"contract-secret",
+        limits=replace(DEFAULT_LIMITS, handshake_timeout=2),
+    )
     await server.start()
     clients: list[StoreClient] = []
 

@@ -2,29 +2,38 @@
 
 Design note
 -----------
-A connection is a set of callbacks, not a coroutine: ``data_received`` feeds the pure
-``FrameDecoder`` and hands every complete message to the server synchronously, in order.
-Nothing awaits per message, so a request costs one decode, one state call and one encode,
-with no futures, no task switches and no stream buffers in between.
+A connection is a set of callbacks, not a coroutine: ``data_received`` buffers bytes in
+the pure ``FrameDecoder`` and then takes complete messages one at a time, handing each to
+the server synchronously, in order. Nothing awaits per message.
 
-Output is not written frame by frame. Every frame a connection produces during one loop
-iteration (its replies and the watch events pushed to it) is appended to its buffer, and
-the shared ``Outbox`` writes each non-empty buffer with one ``transport.write`` from a
-single ``call_soon`` callback: one ``send`` per connection per loop iteration instead of
-one per frame. Frames keep their order because only that buffer is ever written, and a
-connection the server closes writes its buffer first, so a ``Refused`` still arrives.
+**Before the handshake** the decoder's frame limit is ``Limits.max_hello`` (a few hundred
+bytes are enough for a hello), so a peer that has not authenticated can make the server
+hold at most that many bytes, and a 16 MiB length prefix closes the socket as soon as its
+four bytes arrive. The full ``max_frame`` applies once the hello is accepted.
 
-Flow control replaces the old ``drain()`` after every reply: when the transport's buffer
-passes its high-water mark, ``pause_writing`` stops reading from that peer until the
-buffer drains, so a client that does not read its replies stops being read from. Watch
-events are never held back; a peer whose unread output (queued here plus buffered in the
-transport) grows past ``max_write_buffer`` is aborted instead.
+**Bounded work per loop iteration.** One call handles at most ``Limits.frames_per_turn``
+frames. If more are buffered, reading from this peer is paused and the rest is handled
+from a ``call_soon`` callback in the next iteration, after the other sockets have had
+their turn: a flooding client gets its share of the loop, and the keep-alives of others
+are read in the meantime. While it waits, the connection counts as *backlogged*, and the
+server does not expire its leases (their keep-alive may be in what is not read yet).
+
+**Output and back-pressure.** Every frame a connection produces during one iteration (its
+replies and the watch events pushed to it) is appended to its buffer, and the shared
+``Outbox`` writes each non-empty buffer with one ``transport.write`` at the end of the
+iteration. Once its unread output (queued here plus buffered in the transport) passes
+``Limits.pause_output``, the connection stops handling requests and stops reading, so a
+client that does not read its replies makes no more of them; it resumes when the
+transport has drained. Watch events are never held back, so a watcher whose unread output
+passes ``Limits.max_write_buffer`` is aborted instead. Memory per connection is therefore
+at most ``pause_output`` plus one reply, or ``max_write_buffer`` for watch events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import secrets
 from dataclasses import dataclass
@@ -34,6 +43,7 @@ from rallypoint.store._errors import StoreProtocolError
 from rallypoint.store.wire import (
     CLIENT_MESSAGES,
     PROTOCOL_VERSION,
+    REQUEST_BUDGET,
     Challenge,
     FrameDecoder,
     Message,
@@ -53,14 +63,27 @@ class Limits:
     """The per-connection limits of one server.
 
     Attributes:
-        max_frame: the largest frame accepted or sent, in bytes.
+        max_frame: the largest frame accepted or sent after the handshake, in bytes.
+        max_hello: the largest frame accepted before it (the hello), in bytes.
         handshake_timeout: seconds a new connection may take to send a valid ``Hello``.
+        pause_output: bytes of unread output after which requests are no longer read.
         max_write_buffer: bytes of unread output after which a client is dropped.
+        frames_per_turn: frames handled per connection per loop iteration.
     """
 
     max_frame: int
+    max_hello: int
     handshake_timeout: float
+    pause_output: int
     max_write_buffer: int
+    frames_per_turn: int
+
+
+class _Hold(enum.Enum):
+    """Why reading from a peer is paused."""
+
+    TURN = "its frames wait for the next loop iteration"
+    OUTPUT = "it has not read its replies"
 
 
 class ConnectionHost(Protocol):
@@ -69,11 +92,20 @@ class ConnectionHost(Protocol):
     def refusal(self, msg: Message, nonce: str) -> str | None:
         """Why the first message ``msg`` does not authenticate, or None if it does."""
 
-    def opened(self, conn: StoreConnection) -> None:
-        """A socket was accepted; its session starts."""
+    def opened(self, conn: StoreConnection) -> bool:
+        """A socket was accepted; False to close it at once."""
+
+    def authenticated(self, conn: StoreConnection) -> None:
+        """The handshake ended (accepted or refused)."""
+
+    def refused(self, conn: StoreConnection, reason: str) -> None:
+        """A peer is being closed for ``reason`` (logged sparingly)."""
 
     def serve(self, conn: StoreConnection, request: Request) -> None:
         """Answer one request of an authenticated connection."""
+
+    def backlogged(self, conn: StoreConnection, waiting: bool) -> None:
+        """The connection has (or no longer has) frames waiting for a later iteration."""
 
     def ended(self, conn: StoreConnection) -> None:
         """The session is over: forget its watches and end its leases (idempotent)."""
@@ -122,11 +154,13 @@ class StoreConnection(asyncio.Protocol):
         self._host = host
         self._outbox = outbox
         self._limits = limits
-        self._decoder = FrameDecoder(limits.max_frame, CLIENT_MESSAGES)
+        self._decoder = FrameDecoder(limits.max_hello, CLIENT_MESSAGES, REQUEST_BUDGET)
         self._nonce: str | None = None  # set until the handshake succeeds
         self._timer: asyncio.TimerHandle | None = None
         self._out: list[bytes] = []
         self._out_size = 0
+        self._holds: set[_Hold] = set()
+        self._next_turn: asyncio.Handle | None = None
 
     # --- asyncio.Protocol callbacks ----------------------------------------------------
 
@@ -136,29 +170,28 @@ class StoreConnection(asyncio.Protocol):
         self._transport = transport
         self.closed = loop.create_future()
         self.peer = str(transport.get_extra_info("peername"))
+        if not self._host.opened(self):
+            transport.abort()
+            return
+        transport.set_write_buffer_limits(high=self._limits.pause_output)
         self._nonce = secrets.token_hex(16)
-        timeout = self._limits.handshake_timeout
-        self._timer = loop.call_later(timeout, self._on_handshake_timeout)
-        self._host.opened(self)
+        self._timer = loop.call_later(self._limits.handshake_timeout, self._on_timeout)
         self.send(Challenge(self._nonce, PROTOCOL_VERSION))
 
     def data_received(self, data: bytes) -> None:
-        try:
-            for msg in self._decoder.feed(data):
-                if self._transport.is_closing():
-                    return
-                self._receive(msg)
-        except StoreProtocolError as exc:
-            self._drop(exc)
+        self._decoder.receive(data)
+        self._take_turn()
 
     def eof_received(self) -> bool:
         if self._nonce is not None:
-            logger.info("store connection %s closed during the handshake", self.peer)
+            self._host.refused(self, "closed during the handshake")
         self.close()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        if self._next_turn is not None:
+            self._next_turn.cancel()
         self._out.clear()
         if exc is not None:
             logger.info("store connection %s failed: %s", self.peer, exc)
@@ -167,10 +200,95 @@ class StoreConnection(asyncio.Protocol):
         self.closed.set_result(None)
 
     def pause_writing(self) -> None:
-        self._transport.pause_reading()
+        self._hold(_Hold.OUTPUT)
 
     def resume_writing(self) -> None:
-        self._transport.resume_reading()
+        self._schedule_turn()
+
+    # --- input ---------------------------------------------------------------------------
+
+    def _take_turn(self) -> None:
+        """Handle up to ``frames_per_turn`` frames; leave the rest for the next iteration."""
+        self._next_turn = None
+        if not self._output_full():
+            self._release(_Hold.OUTPUT)
+        try:
+            for _ in range(self._limits.frames_per_turn):
+                if self._transport.is_closing():
+                    return
+                if self._output_full():
+                    self._hold(_Hold.OUTPUT)
+                    return
+                msg = self._decoder.next_message()
+                if msg is None:
+                    self._release(_Hold.TURN)
+                    return
+                self._receive(msg)
+        except StoreProtocolError as exc:
+            self._drop(exc)
+            return
+        self._hold(_Hold.TURN)
+        self._schedule_turn()
+
+    def _schedule_turn(self) -> None:
+        if self._next_turn is None and not self._transport.is_closing():
+            self._next_turn = asyncio.get_running_loop().call_soon(self._take_turn)
+
+    def _hold(self, why: _Hold) -> None:
+        if not self._holds:
+            self._transport.pause_reading()
+        if why is _Hold.TURN and why not in self._holds:
+            self._host.backlogged(self, True)
+        self._holds.add(why)
+
+    def _release(self, why: _Hold) -> None:
+        if why not in self._holds:
+            return
+        self._holds.discard(why)
+        if why is _Hold.TURN:
+            self._host.backlogged(self, False)
+        if not self._holds and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def _receive(self, msg: Message) -> None:
+        if self._nonce is not None:
+            self._handshake(msg, self._nonce)
+        elif isinstance(msg, Request):
+            self._host.serve(self, msg)
+        else:
+            raise StoreProtocolError(f"unexpected {type(msg).__name__} after handshake")
+
+    def _handshake(self, msg: Message, nonce: str) -> None:
+        self._cancel_timer()
+        self._host.authenticated(self)
+        reason = self._host.refusal(msg, nonce)
+        if reason is not None:
+            self._host.refused(self, reason)
+            self.send(Refused(reason))
+            self.close()
+            return
+        self._nonce = None
+        self._decoder.set_max_frame(self._limits.max_frame)
+        self.send(Welcome())
+
+    def _drop(self, exc: StoreProtocolError) -> None:
+        if self._nonce is not None:
+            self._host.refused(self, f"protocol error: {exc}")
+        else:
+            logger.warning("store dropping %s: %s", self.peer, exc)
+        with contextlib.suppress(StoreProtocolError):
+            self.send(Refused(f"protocol error: {exc}"))
+        self.close()
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        self._host.refused(self, f"no Hello within {self._limits.handshake_timeout}s")
+        self.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # --- output --------------------------------------------------------------------------
 
@@ -187,8 +305,7 @@ class StoreConnection(asyncio.Protocol):
         if self._transport.is_closing():
             return
         self.send(event)
-        unread = self._out_size + self._transport.get_write_buffer_size()
-        if unread > self._limits.max_write_buffer:
+        if self._unread() > self._limits.max_write_buffer:
             logger.warning("store dropping %s: it does not read its watch events", self.peer)
             self.abort()
 
@@ -198,6 +315,8 @@ class StoreConnection(asyncio.Protocol):
             self._transport.write(b"".join(self._out))
         self._out.clear()
         self._out_size = 0
+        if _Hold.OUTPUT in self._holds and not self._output_full():
+            self._schedule_turn()
 
     def close(self) -> None:
         """Write what is queued, close the socket and end the session now."""
@@ -212,40 +331,8 @@ class StoreConnection(asyncio.Protocol):
         self._out_size = 0
         self._transport.abort()
 
-    # --- input ---------------------------------------------------------------------------
+    def _unread(self) -> int:
+        return self._out_size + self._transport.get_write_buffer_size()
 
-    def _receive(self, msg: Message) -> None:
-        if self._nonce is not None:
-            self._handshake(msg, self._nonce)
-        elif isinstance(msg, Request):
-            self._host.serve(self, msg)
-        else:
-            raise StoreProtocolError(f"unexpected {type(msg).__name__} after handshake")
-
-    def _handshake(self, msg: Message, nonce: str) -> None:
-        self._cancel_timer()
-        reason = self._host.refusal(msg, nonce)
-        if reason is not None:
-            logger.warning("store refused %s: %s", self.peer, reason)
-            self.send(Refused(reason))
-            self.close()
-            return
-        self._nonce = None
-        self.send(Welcome())
-
-    def _drop(self, exc: StoreProtocolError) -> None:
-        logger.warning("store dropping %s: %s", self.peer, exc)
-        with contextlib.suppress(StoreProtocolError):
-            self.send(Refused(f"protocol error: {exc}"))
-        self.close()
-
-    def _on_handshake_timeout(self) -> None:
-        self._timer = None
-        timeout = self._limits.handshake_timeout
-        logger.warning("store dropping %s: no Hello within %ss", self.peer, timeout)
-        self.close()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _output_full(self) -> bool:
+        return self._unread() > self._limits.pause_output

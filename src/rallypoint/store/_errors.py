@@ -35,6 +35,7 @@ class ErrorCode(enum.Enum):
     COMPACTED = "compacted"
     WATCH_NOT_FOUND = "watch_not_found"
     TOO_LARGE = "too_large"
+    NO_SPACE = "no_space"
 
 
 class StoreError(RallypointError):

@@ -153,12 +153,16 @@ class StoreClient:
         return self._failure is not None
 
     async def close(self) -> None:
-        """Close the connection; pending calls and watches raise ``StoreConnectionError``."""
+        """Close the connection; pending calls and watches raise ``StoreConnectionError``.
+
+        Safe at any moment, also right after the store dropped the connection, and twice.
+        """
         self._fail(StoreConnectionError("the store client was closed"))
-        if self._reader_task is not None:
-            self._reader_task.cancel()
+        task, self._reader_task = self._reader_task, None
+        if task is not None and not task.done():
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reader_task
+                await task
         await self._close_transport()
 
     async def __aenter__(self) -> StoreClient:
@@ -316,7 +320,7 @@ class StoreClient:
         except StoreError as exc:
             logger.info("store connection ended: %s", exc)
             self._fail(exc)
-            await self._close_transport()
+            self._writer.close()  # not awaited here: close() waits, and may cancel this task
 
     def _dispatch(self, msg: Message) -> None:
         if isinstance(msg, WatchEvent):

@@ -104,7 +104,9 @@ def check_proof(secret: bytes | None, nonce: str, run_id: str, proof: str) -> st
     if not proof:
         return "wrong secret: this store requires a secret and the client sent none"
     expected = make_proof(secret, nonce, run_id)
-    if not hmac.compare_digest(expected.encode("ascii"), proof.encode("utf-8")):
+    if not proof.isascii():  # a proof is hex; this also keeps lone surrogates out of encode
+        return "wrong secret"
+    if not hmac.compare_digest(expected.encode("ascii"), proof.encode("ascii")):
         return "wrong secret"
     return None
 

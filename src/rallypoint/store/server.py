@@ -7,43 +7,70 @@ The server is a thin driver around two pure parts: the codec (``wire``) and the 
 ``asyncio.Protocol`` that (1) sends a ``Challenge``, (2) waits at most
 ``handshake_timeout`` for a ``Hello`` whose run id and HMAC proof are right, refusing and
 closing otherwise, then (3) answers each request in order. Requests are handled
-synchronously inside ``data_received``, so the state needs no locks and a request never
-waits on a future or a task switch; the replies and watch events a connection gets during
-one loop iteration leave in a single write (see ``_connection`` for the write batching
-and flow control).
+synchronously, so the state needs no locks and a request never waits on a future or a
+task switch. ``_admission`` caps the sockets (in all, and still in the handshake), and
+``_connection`` bounds each one's input, output and work per loop iteration. The bounds
+and how they are enforced are listed in docs/store.md ("Bounds").
 
-A broken frame (oversized, not UTF-8/JSON, unknown type, bad fields) closes only the
-connection that sent it; the others never notice. A connection whose socket closes has its
-watches removed and its leases ended, which deletes its keys and pushes those deletions to
-every watcher at once: a dead agent's records vanish without waiting for a TTL.
+A broken frame (oversized, not UTF-8/JSON, unknown type, bad fields, over the decode
+budget) closes only the connection that sent it; a bad *value* gets an ``error`` reply.
+A connection whose socket closes has its watches removed and its leases ended, which
+deletes its keys and pushes those deletions to every watcher at once.
 
-Lease time comes from the injected clock (anything with ``monotonic()``). Exactly one
-loop timer is armed, for the earliest lease deadline, and it is re-armed whenever that
-deadline changes (grant, keep-alive, revoke, expiry); there is no periodic polling. Before
-each request the state is also expired up to "now", so a timer that fires late can never
-keep a lease alive.
-
-Pushed watch events are queued without waiting; a watcher whose unread output grows past
-``max_write_buffer`` is disconnected rather than allowed to exhaust the server's memory.
+**Leases expire on their owner's silence, measured honestly.** Lease time comes from the
+injected clock (anything with ``monotonic()``), and leases are expired only by the lease
+timer, never while a request is being served. asyncio runs a due timer only after the
+callbacks of the I/O that its loop iteration's ``select`` found, so by the time the timer
+looks at a deadline every byte that reached the socket before that moment has been
+handed to its connection: a keep-alive that waited in a buffer while the loop was busy
+(a long frame, a garbage collection, the host agent's own work) is served first and
+renews its lease. Frames a connection has received but not handled yet (see
+"bounded work per loop iteration" in ``_connection``) may hold a keep-alive too, so the
+leases of a backlogged connection are spared until it has caught up. Exactly one timer is
+armed, for the earliest deadline, and re-armed when that deadline changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 
 from rallypoint.clock import SystemClock
 from rallypoint.store import _handlers as handlers
+from rallypoint.store._admission import Admission, AdmissionLimits, RefusalLog
 from rallypoint.store._connection import Limits, Outbox, StoreConnection
 from rallypoint.store._errors import ErrorCode, FrameTooLargeError, StoreRequestError
 from rallypoint.store.clock import MonotonicClock
 from rallypoint.store.secret import check_proof
-from rallypoint.store.state import DEFAULT_HISTORY_LIMIT, StoreState
+from rallypoint.store.state import DEFAULT_QUOTA, Quota, StoreState
 from rallypoint.store.wire import DEFAULT_MAX_FRAME, ErrorReply, Hello, Message, Request
 
-__all__ = ["StoreServer"]
+__all__ = ["DEFAULT_LIMITS", "AdmissionLimits", "Limits", "Quota", "StoreServer"]
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_LIMITS = Limits(
+    max_frame=DEFAULT_MAX_FRAME,
+    max_hello=1024,  # a hello is about 150 bytes: run id + 64 hex chars of proof
+    handshake_timeout=10.0,
+    pause_output=1 << 20,
+    max_write_buffer=4 * DEFAULT_MAX_FRAME,
+    frames_per_turn=64,
+)
+MAX_CONNECTIONS = 20_000
+MAX_HANDSHAKES = 256
+_FD_RESERVE = 128  # descriptors left to the rest of the process (logs, workers, etcd...)
+_RECHECK_S = 0.01  # how soon to look again at a due lease whose owner was backlogged
+_MAX_ERROR_TEXT = 1000  # an error reply never quotes a whole 16 MiB key back
+
+
+def default_admission() -> AdmissionLimits:
+    """Caps that fit below this process's ``RLIMIT_NOFILE`` (soft limit)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    room = MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else soft - _FD_RESERVE
+    connections = max(16, min(MAX_CONNECTIONS, room))
+    return AdmissionLimits(connections, max(4, min(MAX_HANDSHAKES, connections // 4)))
 
 
 class StoreServer:
@@ -55,10 +82,9 @@ class StoreServer:
         run_id: the job's run id; clients with another one are refused.
         secret: the shared secret clients must prove, or None for an open store.
         clock: the source of lease time (``rallypoint.clock.SystemClock`` by default).
-        max_frame: the largest frame accepted or sent, in bytes.
-        handshake_timeout: seconds a new connection may take to send a valid ``Hello``.
-        history_limit: how many past changes to keep for watch replay.
-        max_write_buffer: bytes of unread output after which a client is dropped.
+        limits: per-connection bounds (``DEFAULT_LIMITS``).
+        quota: bounds of the data held (``state.DEFAULT_QUOTA``).
+        admission: caps on sockets (by default derived from ``RLIMIT_NOFILE``).
     """
 
     def __init__(
@@ -69,20 +95,21 @@ class StoreServer:
         secret: bytes | None,
         clock: MonotonicClock | None = None,
         *,
-        max_frame: int = DEFAULT_MAX_FRAME,
-        handshake_timeout: float = 10.0,
-        history_limit: int = DEFAULT_HISTORY_LIMIT,
-        max_write_buffer: int = 4 * DEFAULT_MAX_FRAME,
+        limits: Limits = DEFAULT_LIMITS,
+        quota: Quota = DEFAULT_QUOTA,
+        admission: AdmissionLimits | None = None,
     ) -> None:
         self._host = host
         self._port = port
         self._run_id = run_id
+        clock = clock if clock is not None else SystemClock()
         self._service = _Service(
             run_id,
             secret,
-            clock if clock is not None else SystemClock(),
-            StoreState(history_limit),
-            Limits(max_frame, handshake_timeout, max_write_buffer),
+            clock,
+            StoreState(quota),
+            limits,
+            Admission(admission or default_admission(), RefusalLog(clock)),
         )
         self._server: asyncio.Server | None = None
 
@@ -136,18 +163,27 @@ class _Service:
         clock: MonotonicClock,
         state: StoreState,
         limits: Limits,
+        admission: Admission,
     ) -> None:
         self.state = state
         self._run_id = run_id
         self._secret = secret
         self._clock = clock
         self._limits = limits
+        self._admission = admission
         self._outbox = Outbox()
         self._sessions: dict[int, StoreConnection] = {}
         self._live: set[StoreConnection] = set()
+        self._backlogged: set[int] = set()
         self._next_owner = 1
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
+        self._timer_overdue = False  # armed to fire at once, for a deadline already past
+
+    @property
+    def handshaking(self) -> int:
+        """Sockets that have not authenticated yet."""
+        return self._admission.handshaking
 
     def accept(self) -> StoreConnection:
         """The protocol factory: a connection with a fresh session id."""
@@ -172,55 +208,80 @@ class _Service:
             return f"run id {msg.run_id!r} does not match this store's run id {self._run_id!r}"
         return check_proof(self._secret, nonce, msg.run_id, msg.proof)
 
-    def opened(self, conn: StoreConnection) -> None:
-        """Track a new socket and its session."""
+    def opened(self, conn: StoreConnection) -> bool:
+        """Admit a new socket (or not) and track its session."""
+        if not self._admission.admit(conn):
+            return False
         self._live.add(conn)
         self._sessions[conn.owner] = conn
+        return True
+
+    def authenticated(self, conn: StoreConnection) -> None:
+        """The socket no longer counts against the handshake cap."""
+        self._admission.authenticated(conn)
+
+    def refused(self, conn: StoreConnection, reason: str) -> None:
+        """Log a refused or dropped peer, sparingly."""
+        self._admission.refused(conn.peer, reason)
+
+    def backlogged(self, conn: StoreConnection, waiting: bool) -> None:
+        """Spare (or stop sparing) the leases of a connection with unread frames."""
+        if waiting:
+            self._backlogged.add(conn.owner)
+        else:
+            self._backlogged.discard(conn.owner)
 
     def ended(self, conn: StoreConnection) -> None:
         """End a session once: drop its watches and leases, push the deletions."""
+        self._backlogged.discard(conn.owner)
         if self._sessions.pop(conn.owner, None) is None:
             return
         self.state.drop_owner(conn.owner)
-        self._flush()
+        self._flush(self._clock.monotonic())
 
     def lost(self, conn: StoreConnection) -> None:
         """Forget a fully closed socket."""
-        self._live.discard(conn)
+        if conn in self._live:
+            self._live.discard(conn)
+            self._admission.closed(conn)
 
     def serve(self, conn: StoreConnection, request: Request) -> None:
         """Apply one request, queue its reply, then deliver the watch events it caused."""
         now = self._clock.monotonic()
-        self.state.expire(now)
         try:
-            reply: Message = handlers.handle(self.state, conn.owner, request, now)
+            reply = handlers.handle(self.state, conn.owner, request, now, self._limits.max_frame)
         except StoreRequestError as exc:
-            reply = ErrorReply(request.id, exc.code, str(exc))
+            reply = ErrorReply(request.id, exc.code, str(exc)[:_MAX_ERROR_TEXT])
         try:
             conn.send(reply)
         except FrameTooLargeError as exc:
             conn.send(ErrorReply(request.id, ErrorCode.TOO_LARGE, str(exc)))
-        self._flush()
+        self._flush(now)
 
-    def _flush(self) -> None:
+    def _flush(self, now: float) -> None:
         """Queue pending watch events for their owners and re-arm the lease timer."""
+        self._deliver()
+        self._rearm(now)
+
+    def _deliver(self) -> None:
         for delivery in self.state.take_deliveries():
             conn = self._sessions.get(delivery.owner)
             if conn is not None:
                 conn.push(delivery.event)
-        self._rearm()
 
     # --- lease timer -----------------------------------------------------------------------
 
-    def _rearm(self) -> None:
+    def _rearm(self, now: float, overdue_delay: float = 0.0) -> None:
         deadline = self.state.next_deadline()
-        if deadline == self._timer_deadline:
+        overdue = deadline is not None and deadline <= now
+        if deadline == self._timer_deadline and (self._timer_overdue or not overdue):
             return
         self.cancel_timer()
         if deadline is not None:
-            delay = max(0.0, deadline - self._clock.monotonic())
+            delay = overdue_delay if overdue else deadline - now
             self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
             self._timer_deadline = deadline
+            self._timer_overdue = overdue
 
     def cancel_timer(self) -> None:
         """Disarm the lease timer (the server is closing)."""
@@ -228,11 +289,14 @@ class _Service:
             self._timer.cancel()
         self._timer = None
         self._timer_deadline = None
+        self._timer_overdue = False
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_deadline = None
-        expired = self.state.expire(self._clock.monotonic())
+        now = self._clock.monotonic()
+        expired = self.state.expire(now, self._backlogged)
         if expired:
-            logger.info("store leases expired: %s", expired)
-        self._flush()
+            logger.info("store leases expired: %d", len(expired))
+        self._deliver()
+        self._rearm(now, _RECHECK_S)

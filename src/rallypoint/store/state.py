@@ -15,24 +15,32 @@ owner and watches opened by it end when ``drop_owner`` is called.
   revision it already saw. Revisions are dense, so the retained window is simply
   ``(revision - len(history), revision]``; asking for anything older raises
   ``RevisionCompactedError``, and the caller re-reads with ``range`` instead.
-* **Watches.** Grouped by prefix, so a change costs one ``startswith`` per distinct prefix,
-  not per watch. Matching events are queued as ``Delivery`` values (owner, event), which the
-  driver takes with ``take_deliveries`` after each call and writes to the owners' sockets.
+* **Watches.** Kept in a ``WatchIndex`` (see ``_watchindex``): a change costs one dict
+  lookup per distinct watched prefix length, plus one delivery per matching watch, never
+  one test per watch. Matching events are queued as ``Delivery`` values (owner, event),
+  which the driver takes with ``take_deliveries`` after each call.
 * **Leases.** Deadlines sit in a heap with lazy deletion: a keep-alive pushes a new entry
   and leaves the old one, which is discarded when it reaches the top and no longer matches
   its lease. ``next_deadline`` is therefore O(1) amortised, so the driver can keep exactly
-  one timer armed, for the earliest deadline.
+  one timer armed, for the earliest deadline. ``expire`` may be told to spare owners
+  whose input the driver has not read yet (their keep-alive may be in it). Lease ids come
+  from an injected source, by default random 62-bit numbers, so they cannot be guessed.
+* **Quota.** Every input is bounded (``Quota``): the bytes of keys and values held, the
+  bytes and count of the change history, the watches and leases of one owner, and the
+  size of one range. A change beyond a bound is refused with ``no_space`` before it is
+  applied; the history drops its oldest changes instead. Sizes are ``sys.getsizeof`` of
+  the strings plus a fixed overhead per entry, so they track real memory.
 """
 
 from __future__ import annotations
 
 import bisect
-import heapq
 import itertools
-import math
 import re
+import sys
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable, Container
+from dataclasses import dataclass
 
 from rallypoint.store._errors import (
     ErrorCode,
@@ -40,13 +48,40 @@ from rallypoint.store._errors import (
     RevisionCompactedError,
     StoreRequestError,
 )
+from rallypoint.store._leasetable import LeaseTable, random_lease_id
+from rallypoint.store._watchindex import WatchIndex
 from rallypoint.store.api import CasResult
 from rallypoint.store.messages import EventKind, KeyValue, WatchEvent
 
-__all__ = ["Delivery", "StoreState"]
+__all__ = ["DEFAULT_HISTORY_LIMIT", "DEFAULT_QUOTA", "Delivery", "Quota", "StoreState"]
 
 DEFAULT_HISTORY_LIMIT = 10_000
-_INTEGER = re.compile(r"-?[0-9]+")
+_INTEGER = re.compile(r"-?[0-9]{1,19}")  # at most 19 digits: a signed 64-bit integer
+_INT64 = range(-(1 << 63), 1 << 63)
+_ENTRY_OVERHEAD = 200  # an _Entry or _Change, its dict and list slots, beyond its strings
+_RANGE_ENTRY_BYTES = 16  # the least JSON an entry costs besides its strings: ["","",N],
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """The most one store holds; the defaults fit a 10,000-node job many times over.
+
+    Attributes:
+        max_data_bytes: keys and values held (sizes as in the module's design note).
+        history_limit: changes kept for watch replay.
+        max_history_bytes: bytes of those changes; the oldest go first.
+        max_watches_per_owner: open watches of one session.
+        max_leases_per_owner: live leases of one session.
+    """
+
+    max_data_bytes: int = 256 << 20
+    history_limit: int = DEFAULT_HISTORY_LIMIT
+    max_history_bytes: int = 64 << 20
+    max_watches_per_owner: int = 1024
+    max_leases_per_owner: int = 1024
+
+
+DEFAULT_QUOTA = Quota()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,40 +107,38 @@ class _Entry:
     lease: int | None
 
 
-@dataclass(slots=True)
-class _Lease:
-    owner: int
-    ttl: float
-    deadline: float
-    keys: set[str] = field(default_factory=set)
-
-
-@dataclass(frozen=True, slots=True)
-class _Watch:
-    owner: int
-    prefix: str
-
-
 class StoreState:
     """The key table, revisions, leases and watch bookkeeping of one store.
 
     Args:
-        history_limit: how many past changes to keep for watch replay.
+        quota: the bounds of what it holds.
+        lease_ids: makes a new lease id (random 62-bit numbers by default).
     """
 
-    def __init__(self, history_limit: int = DEFAULT_HISTORY_LIMIT) -> None:
+    def __init__(
+        self, quota: Quota = DEFAULT_QUOTA, lease_ids: Callable[[], int] = random_lease_id
+    ) -> None:
+        self._quota = quota
         self._revision = 0
         self._entries: dict[str, _Entry] = {}
         self._sorted_keys: list[str] = []  # the same keys, sorted: range() is a bisect
-        self._history: deque[_Change] = deque(maxlen=history_limit)
-        self._leases: dict[int, _Lease] = {}
-        self._deadlines: list[tuple[float, int]] = []
-        self._watches: dict[int, _Watch] = {}
-        self._by_prefix: dict[str, set[int]] = {}
-        self._owned_leases: dict[int, set[int]] = {}
-        self._owned_watches: dict[int, set[int]] = {}
+        self._data_bytes = 0
+        self._history: deque[tuple[_Change, int]] = deque()  # (change, its size)
+        self._history_bytes = 0
+        self._leases = LeaseTable(lease_ids, quota.max_leases_per_owner)
+        self._watches = WatchIndex()
         self._next_id = 1
         self._outbox: list[Delivery] = []
+
+    @property
+    def data_bytes(self) -> int:
+        """Bytes of keys and values held (as counted against ``Quota.max_data_bytes``)."""
+        return self._data_bytes
+
+    @property
+    def history_bytes(self) -> int:
+        """Bytes of the retained change history."""
+        return self._history_bytes
 
     @property
     def revision(self) -> int:
@@ -119,15 +152,28 @@ class StoreState:
         entry = self._entries.get(key)
         return None if entry is None else KeyValue(key, entry.value, entry.revision)
 
-    def range(self, prefix: str) -> tuple[tuple[KeyValue, ...], int]:
-        """Return the keys starting with ``prefix``, sorted, and the current revision."""
+    def range(self, prefix: str, max_bytes: int | None = None) -> tuple[tuple[KeyValue, ...], int]:
+        """Return the keys starting with ``prefix``, sorted, and the current revision.
+
+        Raises:
+            StoreRequestError: (``too_large``) the entries would not fit in ``max_bytes``
+                of JSON; found while collecting them, so the work stops there.
+        """
         start = bisect.bisect_left(self._sorted_keys, prefix)
         keys = itertools.takewhile(
             lambda k: k.startswith(prefix), itertools.islice(self._sorted_keys, start, None)
         )
         table = self._entries
-        entries = tuple(KeyValue(k, table[k].value, table[k].revision) for k in keys)
-        return entries, self._revision
+        entries, size = [], 0
+        for k in keys:
+            entry = table[k]
+            size += len(k) + len(entry.value) + _RANGE_ENTRY_BYTES
+            if max_bytes is not None and size > max_bytes:
+                raise StoreRequestError(
+                    ErrorCode.TOO_LARGE, f"range {prefix!r} exceeds the {max_bytes}-byte limit"
+                )
+            entries.append(KeyValue(k, entry.value, entry.revision))
+        return tuple(entries), self._revision
 
     # --- writes --------------------------------------------------------------------------
 
@@ -144,14 +190,15 @@ class StoreState:
             Whether it was set, and the key's revision and value afterwards.
 
         Raises:
-            StoreRequestError: ``expected`` is negative.
+            StoreRequestError: ``expected`` is negative, or (``no_space``) the quota is full.
             LeaseNotFoundError: ``lease`` does not exist.
         """
         _check_expected(expected)
         if lease is not None:
-            self._lease(lease)
+            self._leases.check(lease)
         if not self._matches(key, expected):
             return self._cas_result(key, ok=False)
+        self._check_space(key, value)
         self._set(key, value, lease)
         return self._cas_result(key, ok=True)
 
@@ -170,17 +217,25 @@ class StoreState:
     def add(self, key: str, amount: int) -> KeyValue:
         """Add ``amount`` to the decimal integer at ``key`` (absent counts as 0).
 
-        The key keeps the lease it had.
+        Values and totals are signed 64-bit integers, as in torch's store. The key keeps
+        the lease it had.
 
         Raises:
-            StoreRequestError: the current value is not a decimal integer.
+            StoreRequestError: the current value is not a decimal signed 64-bit integer,
+                or the total would not be one.
         """
         entry = self._entries.get(key)
-        if entry is not None and not _INTEGER.fullmatch(entry.value):
+        current = 0 if entry is None else _int64(entry.value)
+        if current is None:
             raise StoreRequestError(
-                ErrorCode.NOT_AN_INTEGER, f"value of key {key!r} is not an integer"
+                ErrorCode.NOT_AN_INTEGER, f"value of key {key!r} is not a 64-bit integer"
             )
-        total = (0 if entry is None else int(entry.value)) + amount
+        total = current + amount
+        if total not in _INT64:
+            raise StoreRequestError(
+                ErrorCode.INVALID_ARGUMENT, f"adding {amount} to key {key!r} overflows 64 bits"
+            )
+        self._check_space(key, str(total))
         self._set(key, str(total), None if entry is None else entry.lease)
         return KeyValue(key, str(total), self._revision)
 
@@ -194,13 +249,14 @@ class StoreState:
 
         Raises:
             RevisionCompactedError: changes after ``start_revision`` are no longer kept.
-            StoreRequestError: ``start_revision`` is negative.
+            StoreRequestError: ``start_revision`` is negative, or (``no_space``) the owner
+                has ``Quota.max_watches_per_owner`` watches open.
         """
+        if self._watches.count(owner) >= self._quota.max_watches_per_owner:
+            raise _no_space(f"{self._quota.max_watches_per_owner} watches per connection")
         replay = [] if start_revision is None else self._replay(prefix, start_revision)
         watch_id = self._new_id()
-        self._watches[watch_id] = _Watch(owner, prefix)
-        self._by_prefix.setdefault(prefix, set()).add(watch_id)
-        self._owned_watches.setdefault(owner, set()).add(watch_id)
+        self._watches.add(watch_id, owner, prefix)
         self._outbox.extend(Delivery(owner, _event(watch_id, c)) for c in replay)
         return watch_id
 
@@ -210,10 +266,9 @@ class StoreState:
         Raises:
             StoreRequestError: no such watch belongs to ``owner``.
         """
-        watch = self._watches.get(watch_id)
-        if watch is None or watch.owner != owner:
+        if self._watches.owner_of(watch_id) != owner:
             raise StoreRequestError(ErrorCode.WATCH_NOT_FOUND, f"no watch {watch_id}")
-        self._remove_watch(watch_id, watch)
+        self._watches.remove(watch_id)
 
     def take_deliveries(self) -> list[Delivery]:
         """Return and forget the watch events queued since the last call."""
@@ -226,15 +281,10 @@ class StoreState:
         """Create a lease owned by ``owner`` that ends ``ttl`` seconds after ``now``.
 
         Raises:
-            StoreRequestError: ``ttl`` is not a positive finite number.
+            StoreRequestError: ``ttl`` is not a positive finite number, or (``no_space``)
+                the owner has ``Quota.max_leases_per_owner`` leases.
         """
-        if not (math.isfinite(ttl) and ttl > 0):
-            raise StoreRequestError(ErrorCode.INVALID_ARGUMENT, f"ttl must be > 0, not {ttl}")
-        lease_id = self._new_id()
-        self._leases[lease_id] = _Lease(owner, ttl, now + ttl)
-        self._owned_leases.setdefault(owner, set()).add(lease_id)
-        heapq.heappush(self._deadlines, (now + ttl, lease_id))
-        return lease_id
+        return self._leases.grant(owner, ttl, now)
 
     def keepalive(self, lease_id: int, now: float) -> None:
         """Restart a lease's TTL from ``now``. Call ``expire(now)`` first.
@@ -242,43 +292,37 @@ class StoreState:
         Raises:
             LeaseNotFoundError: the lease ended or never existed.
         """
-        lease = self._lease(lease_id)
-        lease.deadline = now + lease.ttl
-        heapq.heappush(self._deadlines, (lease.deadline, lease_id))
+        self._leases.keepalive(lease_id, now)
 
-    def revoke(self, lease_id: int) -> None:
-        """End a lease now, deleting its keys.
+    def revoke(self, owner: int, lease_id: int) -> None:
+        """End one of ``owner``'s leases now, deleting its keys.
 
         Raises:
-            LeaseNotFoundError: the lease ended or never existed.
+            LeaseNotFoundError: the lease ended, never existed or is not ``owner``'s.
         """
-        self._lease(lease_id)
+        if self._leases.owner_of(lease_id) != owner:
+            raise LeaseNotFoundError(f"lease {lease_id} does not belong to this connection")
         self._end_lease(lease_id)
 
-    def expire(self, now: float) -> list[int]:
-        """End every lease whose deadline is at or before ``now``; return their ids."""
-        expired: list[int] = []
-        while (deadline := self.next_deadline()) is not None and deadline <= now:
-            _, lease_id = heapq.heappop(self._deadlines)
+    def expire(self, now: float, spared: Container[int] = ()) -> list[int]:
+        """End every lease whose deadline is at or before ``now``; return their ids.
+
+        Leases of the owners in ``spared`` stay, still due, for a later call.
+        """
+        expired = self._leases.due(now, spared)
+        for lease_id in expired:
             self._end_lease(lease_id)
-            expired.append(lease_id)
         return expired
 
     def next_deadline(self) -> float | None:
         """Return the earliest deadline of a live lease, or None when there is none."""
-        while self._deadlines:
-            deadline, lease_id = self._deadlines[0]
-            lease = self._leases.get(lease_id)
-            if lease is not None and lease.deadline == deadline:
-                return deadline
-            heapq.heappop(self._deadlines)
-        return None
+        return self._leases.next_deadline()
 
     def drop_owner(self, owner: int) -> None:
         """Forget a closed session: close its watches, then end its leases."""
-        for watch_id in sorted(self._owned_watches.pop(owner, set())):
-            self._remove_watch(watch_id, self._watches[watch_id])
-        for lease_id in sorted(self._owned_leases.get(owner, set())):
+        for watch_id in self._watches.owned(owner):
+            self._watches.remove(watch_id)
+        for lease_id in self._leases.owned(owner):
             self._end_lease(lease_id)
 
     # --- internals -------------------------------------------------------------------------
@@ -286,12 +330,6 @@ class StoreState:
     def _new_id(self) -> int:
         self._next_id += 1
         return self._next_id - 1
-
-    def _lease(self, lease_id: int) -> _Lease:
-        lease = self._leases.get(lease_id)
-        if lease is None:
-            raise LeaseNotFoundError(f"lease {lease_id} does not exist (expired or revoked?)")
-        return lease
 
     def _matches(self, key: str, expected: int | None) -> bool:
         entry = self._entries.get(key)
@@ -303,14 +341,23 @@ class StoreState:
             return CasResult(ok, 0, None)
         return CasResult(ok, entry.revision, entry.value)
 
+    def _check_space(self, key: str, value: str) -> None:
+        old = self._entries.get(key)
+        grown = _size(key, value) - (0 if old is None else _size(key, old.value))
+        if self._data_bytes + grown > self._quota.max_data_bytes:
+            raise _no_space(f"{self._quota.max_data_bytes} bytes of keys and values")
+
     def _set(self, key: str, value: str, lease: int | None) -> None:
         old = self._entries.get(key)
         if old is not None and old.lease is not None and old.lease != lease:
-            self._leases[old.lease].keys.discard(key)
+            self._leases.detach(old.lease, key)
         if lease is not None:
-            self._leases[lease].keys.add(key)
+            self._leases.attach(lease, key)
         if old is None:
             bisect.insort(self._sorted_keys, key)
+        else:
+            self._data_bytes -= _size(key, old.value)
+        self._data_bytes += _size(key, value)
         self._revision += 1
         self._entries[key] = _Entry(value, self._revision, lease)
         self._record(_Change(key, value, self._revision, EventKind.PUT))
@@ -319,27 +366,28 @@ class StoreState:
         entry = self._entries.pop(key)
         del self._sorted_keys[bisect.bisect_left(self._sorted_keys, key)]
         if entry.lease is not None:
-            self._leases[entry.lease].keys.discard(key)
+            self._leases.detach(entry.lease, key)
+        self._data_bytes -= _size(key, entry.value)
         self._revision += 1
         self._record(_Change(key, None, self._revision, EventKind.DELETE))
 
     def _end_lease(self, lease_id: int) -> None:
-        lease = self._leases[lease_id]
-        for key in sorted(lease.keys):
+        for key in self._leases.keys(lease_id):
             self._remove(key)
-        del self._leases[lease_id]
-        owned = self._owned_leases[lease.owner]
-        owned.discard(lease_id)
-        if not owned:
-            del self._owned_leases[lease.owner]
+        self._leases.forget(lease_id)
 
     def _record(self, change: _Change) -> None:
-        self._history.append(change)
-        for prefix, watch_ids in self._by_prefix.items():
-            if change.key.startswith(prefix):
-                self._outbox.extend(
-                    Delivery(self._watches[w].owner, _event(w, change)) for w in sorted(watch_ids)
-                )
+        size = _size(change.key, change.value or "")
+        self._history.append((change, size))
+        self._history_bytes += size
+        quota = self._quota
+        while len(self._history) > quota.history_limit or (
+            self._history_bytes > quota.max_history_bytes and len(self._history) > 1
+        ):
+            self._history_bytes -= self._history.popleft()[1]
+        self._outbox.extend(
+            Delivery(owner, _event(w, change)) for w, owner in self._watches.matching(change.key)
+        )
 
     def _replay(self, prefix: str, start_revision: int) -> list[_Change]:
         if start_revision < 0:
@@ -351,23 +399,13 @@ class StoreState:
                 f"(oldest replayable start is {oldest_kept}); re-read with range"
             )
         newer: list[_Change] = []
-        for change in reversed(self._history):  # revisions are consecutive: stop at once
+        for change, _ in reversed(self._history):  # revisions are consecutive: stop at once
             if change.revision <= start_revision:
                 break
             if change.key.startswith(prefix):
                 newer.append(change)
         newer.reverse()
         return newer
-
-    def _remove_watch(self, watch_id: int, watch: _Watch) -> None:
-        del self._watches[watch_id]
-        peers = self._by_prefix[watch.prefix]
-        peers.discard(watch_id)
-        if not peers:
-            del self._by_prefix[watch.prefix]
-        owned = self._owned_watches.get(watch.owner)
-        if owned is not None:
-            owned.discard(watch_id)
 
 
 def _check_expected(expected: int | None) -> None:
@@ -377,3 +415,18 @@ def _check_expected(expected: int | None) -> None:
 
 def _event(watch_id: int, change: _Change) -> WatchEvent:
     return WatchEvent(watch_id, change.key, change.value, change.revision, change.kind)
+
+
+def _no_space(what: str) -> StoreRequestError:
+    return StoreRequestError(ErrorCode.NO_SPACE, f"store quota reached: {what}")
+
+
+def _size(key: str, value: str) -> int:
+    return sys.getsizeof(key) + sys.getsizeof(value) + _ENTRY_OVERHEAD
+
+
+def _int64(text: str) -> int | None:
+    if not _INTEGER.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value in _INT64 else None

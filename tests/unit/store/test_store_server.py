@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from rallypoint.store import (
     StoreServer,
     WatchEvent,
 )
+from rallypoint.store.server import DEFAULT_LIMITS
 from rallypoint.store.wire import Challenge, FrameDecoder, GetRequest, Message, Refused, encode
 
 pytestmark = pytest.mark.integration
@@ -133,7 +135,7 @@ def test_bad_peer_is_dropped_and_others_keep_working(payload: bytes) -> None:
 
 def test_garbage_after_handshake_closes_only_that_connection() -> None:
     async def scenario() -> None:
-        async with serving(max_frame=1000) as server:
+        async with serving(limits=replace(DEFAULT_LIMITS, max_frame=1000)) as server:
             good = await connect(server)
             victim = await connect(server)
             victim._writer.write(struct.pack(">I", 5000))  # oversized frame
@@ -148,7 +150,7 @@ def test_garbage_after_handshake_closes_only_that_connection() -> None:
 
 def test_half_open_connection_times_out() -> None:
     async def scenario() -> None:
-        async with serving(handshake_timeout=0.2) as server:
+        async with serving(limits=replace(DEFAULT_LIMITS, handshake_timeout=0.2)) as server:
             good = await connect(server)
             messages = await expect_dropped(server, b"")
             assert [type(m) for m in messages] == [Challenge]
@@ -222,7 +224,8 @@ def test_lease_expiry_follows_injected_clock() -> None:
             clock.now += 29
             assert await client.get("k") is not None
             clock.now += 2
-            assert await client.get("k") is None  # expired before the request was served
+            assert await client.get("k") is not None  # served first: expiry is the timer's
+            assert await client.get("k") is None  # which ran in the very next loop iteration
             await client.close()
 
     run(scenario)
@@ -274,7 +277,7 @@ def test_connect_refused_is_a_connection_error() -> None:
 
 def test_reply_too_large_is_an_error_not_a_disconnect() -> None:
     async def scenario() -> None:
-        async with serving(max_frame=2000) as server:
+        async with serving(limits=replace(DEFAULT_LIMITS, max_frame=2000)) as server:
             client = await connect(server)
             for i in range(40):
                 await client.put(f"k{i:03}", "x" * 40)

@@ -16,7 +16,7 @@ from rallypoint.store import (
     WatchEvent,
 )
 from rallypoint.store.api import CasResult
-from rallypoint.store.state import Delivery, StoreState
+from rallypoint.store.state import Delivery, Quota, StoreState
 
 A, B = 1, 2  # two owners (connections)
 
@@ -153,7 +153,7 @@ def test_watch_replays_from_revision() -> None:
 
 
 def test_watch_replay_too_old_is_compacted() -> None:
-    s = StoreState(history_limit=3)
+    s = StoreState(Quota(history_limit=3))
     for i in range(5):
         s.put("k", str(i), None, None)
     s.watch(A, "", 2)  # revisions 3..5 are kept
@@ -202,12 +202,12 @@ def test_revoke_and_unknown_lease() -> None:
     s = StoreState()
     lease = s.grant(A, 5.0, now=0.0)
     s.put("k", "v", None, lease)
-    s.revoke(lease)
+    s.revoke(A, lease)
     assert s.get("k") is None
     with pytest.raises(LeaseNotFoundError):
         s.put("k", "v", None, lease)
     with pytest.raises(LeaseNotFoundError):
-        s.revoke(lease)
+        s.revoke(A, lease)
     assert s.expire(1000.0) == []
 
 
@@ -216,7 +216,7 @@ def test_put_without_lease_detaches_key() -> None:
     lease = s.grant(A, 5.0, now=0.0)
     s.put("k", "v", None, lease)
     s.put("k", "w", None, None)
-    s.revoke(lease)
+    s.revoke(A, lease)
     assert s.get("k") == KeyValue("k", "w", 2)
 
 
@@ -225,7 +225,7 @@ def test_add_keeps_lease() -> None:
     lease = s.grant(A, 5.0, now=0.0)
     s.put("n", "1", None, lease)
     s.add("n", 1)
-    s.revoke(lease)
+    s.revoke(A, lease)
     assert s.get("n") is None
 
 
