@@ -6,7 +6,11 @@ pipelines batches of ``--batch`` puts then as many gets), and one probe client h
 every 10 ms. Prints the flooders' request throughput and the probe's p50, p99 and worst
 round-trip latency. See bench/README.md, section "Store under flood".
 
-Usage: ``python bench/store_flood.py [--clients 50] [--seconds 10] [--runs 3]``.
+``--trees SRC ...`` runs the server and the flooders from each source tree in turn (their
+``PYTHONPATH``), alternating run by run, so a before/after comparison shares the machine's
+load; the probe client is always this interpreter's rallypoint.
+
+Usage: ``python bench/store_flood.py [--clients 50] [--seconds 10] [--runs 3] [--trees A B]``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -26,9 +31,10 @@ WORKERS = Path(__file__).resolve().parent / "workers"
 PROBE_GAP_S = 0.01
 
 
-def start(script: str, *args: str) -> subprocess.Popen[str]:
+def start(tree: str | None, script: str, *args: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, str(WORKERS / script), *args]
-    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    env = dict(os.environ) if tree is None else {**os.environ, "PYTHONPATH": tree}
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
 
 def first_json(proc: subprocess.Popen[str]) -> dict[str, float]:
@@ -53,11 +59,12 @@ async def probe(port: int, until: float) -> list[float]:
     return latencies
 
 
-def one_run(clients: int, seconds: float, batch: int) -> dict[str, float]:
-    server = start("store_server.py")
+def one_run(tree: str | None, clients: int, seconds: float, batch: int) -> dict[str, float]:
+    server = start(tree, "store_server.py")
     try:
         port = int(first_json(server)["port"])
-        flooder = start("store_flooder.py", str(port), str(clients), str(seconds), str(batch))
+        args = (str(port), str(clients), str(seconds), str(batch))
+        flooder = start(tree, "store_flooder.py", *args)
         first_json(flooder)  # all connected
         latencies = asyncio.run(probe(port, time.monotonic() + seconds))
         done = first_json(flooder)
@@ -81,13 +88,20 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--batch", type=int, default=16, help="requests each flooder pipelines")
+    p.add_argument("--trees", nargs="+", help="source trees to compare (PYTHONPATH)")
     args = p.parse_args()
-    runs = [one_run(args.clients, args.seconds, args.batch) for _ in range(args.runs)]
-    for run in runs:
-        print(json.dumps({k: round(v, 2) for k, v in run.items()}), flush=True)
-    print("| measure | median of runs |\n|---|---:|")
-    for key in ("requests_per_s", "p50_ms", "p99_ms", "worst_ms"):
-        print(f"| {key} | {statistics.median(r[key] for r in runs):.1f} |")
+    trees = args.trees or [None]
+    runs: dict[str | None, list[dict[str, float]]] = {tree: [] for tree in trees}
+    for _ in range(args.runs):
+        for tree in trees:
+            run = one_run(tree, args.clients, args.seconds, args.batch)
+            runs[tree].append(run)
+            print(json.dumps({"tree": tree, **{k: round(v, 2) for k, v in run.items()}}))
+    keys = ("requests_per_s", "p50_ms", "p99_ms", "worst_ms")
+    print("| tree | " + " | ".join(keys) + " |\n|---|" + "---:|" * len(keys))
+    for tree, samples in runs.items():
+        cells = (f"{statistics.median(r[k] for r in samples):.1f}" for k in keys)
+        print(f"| {tree or 'this'} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import time
 
 from rallypoint.store import StoreClient
 
+
 async def flood(client: StoreClient, tag: int, until: float, batch: int) -> int:
     done = 0
     value = "x" * 64
@@ -28,7 +29,9 @@ async def main(port: int, clients: int, seconds: float, batch: int) -> None:
     conns = [await StoreClient.connect("127.0.0.1", port, "bench", None) for _ in range(clients)]
     print(json.dumps({"connected": clients}), flush=True)
     start = time.monotonic()
-    counts = await asyncio.gather(*(flood(c, i, start + seconds, batch) for i, c in enumerate(conns)))
+    counts = await asyncio.gather(
+        *(flood(c, i, start + seconds, batch) for i, c in enumerate(conns))
+    )
     elapsed = time.monotonic() - start
     print(json.dumps({"requests": sum(counts), "seconds": elapsed}), flush=True)
     await asyncio.gather(*(c.close() for c in conns))

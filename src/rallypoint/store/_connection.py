@@ -11,12 +11,13 @@ bytes are enough for a hello), so a peer that has not authenticated can make the
 hold at most that many bytes, and a 16 MiB length prefix closes the socket as soon as its
 four bytes arrive. The full ``max_frame`` applies once the hello is accepted.
 
-**Bounded work per loop iteration.** One call handles at most ``Limits.frames_per_turn``
-frames. If more are buffered, reading from this peer is paused and the rest is handled
-from a ``call_soon`` callback in the next iteration, after the other sockets have had
-their turn: a flooding client gets its share of the loop, and the keep-alives of others
-are read in the meantime. While it waits, the connection counts as *backlogged*, and the
-server does not expire its leases (their keep-alive may be in what is not read yet).
+**Bounded work per loop iteration.** A turn handles at most ``Limits.frames_per_turn``
+frames. If more are buffered, the rest is handled by a ``call_soon`` callback in the next
+iteration, after the other sockets have had their turn: a flooding client gets its share
+of the loop, and the keep-alives of others are read in the meantime. Once more than
+256 KiB wait, reading from that peer pauses until its turns catch up. While frames wait,
+the connection counts as *backlogged*, and the server does not expire its leases (their
+keep-alive may be among them).
 
 **Output and back-pressure.** Every frame a connection produces during one iteration (its
 replies and the watch events pushed to it) is appended to its buffer, and the shared
@@ -57,6 +58,8 @@ __all__ = ["ConnectionHost", "Limits", "Outbox", "StoreConnection"]
 
 logger = logging.getLogger(__name__)
 
+_MAX_BACKLOG = 256 << 10  # bytes a backlogged connection may buffer before it stops being read
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -82,7 +85,7 @@ class Limits:
 class _Hold(enum.Enum):
     """Why reading from a peer is paused."""
 
-    TURN = "its frames wait for the next loop iteration"
+    TURN = "more of its frames are buffered than its turns keep up with"
     OUTPUT = "it has not read its replies"
 
 
@@ -160,6 +163,7 @@ class StoreConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._out_size = 0
         self._holds: set[_Hold] = set()
+        self._backlogged = False
         self._next_turn: asyncio.Handle | None = None
 
     # --- asyncio.Protocol callbacks ----------------------------------------------------
@@ -180,7 +184,10 @@ class StoreConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._decoder.receive(data)
-        self._take_turn()
+        if self._next_turn is None:
+            self._take_turn()
+        elif self._decoder.buffered > _MAX_BACKLOG:  # it sends faster than its turns come
+            self._hold(_Hold.TURN)
 
     def eof_received(self) -> bool:
         if self._nonce is not None:
@@ -210,43 +217,50 @@ class StoreConnection(asyncio.Protocol):
     def _take_turn(self) -> None:
         """Handle up to ``frames_per_turn`` frames; leave the rest for the next iteration."""
         self._next_turn = None
-        if not self._output_full():
+        # nothing is written during a turn (the Outbox writes later): read the transport once
+        room = self._limits.pause_output - self._transport.get_write_buffer_size()
+        if self._out_size <= room:
             self._release(_Hold.OUTPUT)
         try:
             for _ in range(self._limits.frames_per_turn):
-                if self._transport.is_closing():
-                    return
-                if self._output_full():
+                if self._out_size > room:
                     self._hold(_Hold.OUTPUT)
+                    self._set_backlogged(False)  # its own replies hold it up, not the loop
+                    return
+                if self._transport.is_closing():
                     return
                 msg = self._decoder.next_message()
                 if msg is None:
                     self._release(_Hold.TURN)
+                    self._set_backlogged(False)
                     return
                 self._receive(msg)
         except StoreProtocolError as exc:
             self._drop(exc)
             return
-        self._hold(_Hold.TURN)
+        self._set_backlogged(True)
+        if self._decoder.buffered > _MAX_BACKLOG:
+            self._hold(_Hold.TURN)
         self._schedule_turn()
 
     def _schedule_turn(self) -> None:
         if self._next_turn is None and not self._transport.is_closing():
             self._next_turn = asyncio.get_running_loop().call_soon(self._take_turn)
 
+    def _set_backlogged(self, waiting: bool) -> None:
+        if waiting != self._backlogged:
+            self._backlogged = waiting
+            self._host.backlogged(self, waiting)
+
     def _hold(self, why: _Hold) -> None:
         if not self._holds:
             self._transport.pause_reading()
-        if why is _Hold.TURN and why not in self._holds:
-            self._host.backlogged(self, True)
         self._holds.add(why)
 
     def _release(self, why: _Hold) -> None:
         if why not in self._holds:
             return
         self._holds.discard(why)
-        if why is _Hold.TURN:
-            self._host.backlogged(self, False)
         if not self._holds and not self._transport.is_closing():
             self._transport.resume_reading()
 

@@ -14,7 +14,6 @@ scan would have cost 100,000 ``startswith`` calls.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 __all__ = ["WatchIndex"]
@@ -71,14 +70,17 @@ class WatchIndex:
         if not owned:
             del self._owned[watch.owner]
 
-    def matching(self, key: str) -> Iterator[tuple[int, int]]:
+    def matching(self, key: str) -> list[tuple[int, int]]:
         """(watch id, owner) of every watch whose prefix ``key`` starts with."""
+        found: list[tuple[int, int]] = []
+        if not self._lengths:
+            return found
         end = bisect.bisect_right(self._lengths, len(key))
         for length in self._lengths[:end]:
             ids = self._by_prefix.get(key[:length])
             if ids:
-                for watch_id in sorted(ids):
-                    yield watch_id, self._watches[watch_id].owner
+                found.extend((w, self._watches[w].owner) for w in sorted(ids))
+        return found
 
     def _count_length(self, length: int, step: int) -> None:
         count = self._prefixes_of_length.get(length, 0) + step

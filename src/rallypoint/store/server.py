@@ -56,7 +56,7 @@ DEFAULT_LIMITS = Limits(
     handshake_timeout=10.0,
     pause_output=1 << 20,
     max_write_buffer=4 * DEFAULT_MAX_FRAME,
-    frames_per_turn=64,
+    frames_per_turn=32,
 )
 MAX_CONNECTIONS = 20_000
 MAX_HANDSHAKES = 256

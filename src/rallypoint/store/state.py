@@ -421,8 +421,8 @@ def _no_space(what: str) -> StoreRequestError:
     return StoreRequestError(ErrorCode.NO_SPACE, f"store quota reached: {what}")
 
 
-def _size(key: str, value: str) -> int:
-    return sys.getsizeof(key) + sys.getsizeof(value) + _ENTRY_OVERHEAD
+def _size(key: str, value: str, _sizeof: Callable[[object], int] = sys.getsizeof) -> int:
+    return _sizeof(key) + _sizeof(value) + _ENTRY_OVERHEAD
 
 
 def _int64(text: str) -> int | None:

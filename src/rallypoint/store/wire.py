@@ -29,7 +29,13 @@ import json
 import struct
 from typing import Final
 
-from rallypoint.store._budget import REPLY_BUDGET, REQUEST_BUDGET, DecodeBudget, over_budget
+from rallypoint.store._budget import (
+    REPLY_BUDGET,
+    REQUEST_BUDGET,
+    SMALL_FRAME,
+    DecodeBudget,
+    over_budget,
+)
 from rallypoint.store._errors import FrameTooLargeError, StoreProtocolError
 from rallypoint.store._specs import (
     CLIENT_MESSAGES,
@@ -283,23 +289,19 @@ class FrameDecoder:
         return body
 
     def _decode(self, body: bytes) -> Message:
-        problem = over_budget(body, self._budget)
+        problem = None if len(body) <= SMALL_FRAME else over_budget(body, self._budget)
+        obj: object = None
         if problem is None:
-            obj, problem = _parse(body)
-        if problem is not None:  # raised here, outside any handler: no chained context
+            try:
+                obj = _JSON.decode(body.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                problem = f"frame is not valid UTF-8: {exc.reason}"
+            except json.JSONDecodeError as exc:
+                problem = f"frame is not valid JSON: {exc.msg}"
+            except ValueError as exc:  # NaN/Infinity, or an integer beyond int_max_str_digits
+                problem = f"frame is not acceptable JSON: {exc}"
+            except RecursionError:
+                problem = "frame JSON is nested too deeply"
+        if problem is not None:  # raised here, outside the handlers: no chained context
             raise ProtocolError(problem)
         return decode_message(obj, self._accept)
-
-
-def _parse(body: bytes) -> tuple[object, str | None]:
-    """The JSON value of a frame body, or the reason it has none (as text only)."""
-    try:
-        return _JSON.decode(body.decode("utf-8")), None
-    except UnicodeDecodeError as exc:
-        return None, f"frame is not valid UTF-8: {exc.reason}"
-    except json.JSONDecodeError as exc:
-        return None, f"frame is not valid JSON: {exc.msg}"
-    except ValueError as exc:  # NaN/Infinity, or an integer beyond int_max_str_digits
-        return None, f"frame is not acceptable JSON: {exc}"
-    except RecursionError:
-        return None, "frame JSON is nested too deeply"
