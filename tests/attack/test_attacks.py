@@ -98,8 +98,8 @@ def test_overwriting_a_key_with_big_values_is_bounded_by_the_history_quota(
 
 
 def test_a_new_client_gets_in_past_a_thousand_idle_sockets_at_1024_fds(tmp_path: Path) -> None:
-    with store_server(tmp_path, nofile=1024) as server, attacking("idle", server.port, 6):
-        time.sleep(2)
+    with store_server(tmp_path, nofile=1024) as server, attacking("idle", server.port, 4):
+        time.sleep(1.5)
         started = time.monotonic()
         asyncio.run(_put(server.port, "late", "joiner"))
         took = time.monotonic() - started
