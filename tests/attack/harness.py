@@ -94,6 +94,8 @@ class Probe:
 
     port: int
     ttl: float = 2.0
+    run_id: str = RUN
+    secret: str = SECRET
     latencies: list[float] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -119,7 +121,8 @@ class Probe:
         return f"{len(ms)} probes: p50 {median:.1f} ms, p99 {p99:.1f} ms, worst {worst:.1f} ms"
 
     async def _run(self, ready: threading.Event) -> None:
-        client = await StoreClient.connect("127.0.0.1", self.port, RUN, SECRET.encode(), 10)
+        secret = self.secret.encode()
+        client = await StoreClient.connect("127.0.0.1", self.port, self.run_id, secret, 10)
         lease = await client.lease_grant(self.ttl)
         await client.put("probe/alive", "yes", lease=lease)
         ready.set()
@@ -149,11 +152,12 @@ class Probe:
             self.lost.append(f"keep-alive: {exc}")
 
 
-def peak_rss(server: Server, seconds: float, baseline: int) -> int:
-    """Sample the server's RSS every 50 ms for ``seconds``; the peak above ``baseline``."""
+def peak_rss(server: Server | int, seconds: float, baseline: int) -> int:
+    """Sample a server's (or a pid's) RSS every 50 ms for ``seconds``; the peak seen."""
+    pid = server if isinstance(server, int) else server.proc.pid
     peak = baseline
     until = time.monotonic() + seconds
     while time.monotonic() < until:
-        peak = max(peak, server.rss())
+        peak = max(peak, rss_of(pid))
         time.sleep(0.05)
     return peak
