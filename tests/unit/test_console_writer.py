@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import Awaitable, Iterator
 
@@ -239,3 +240,23 @@ def test_agent_log_lines_queue_behind_worker_output_and_end_its_open_line(
     assert queued > len(fill) - (1 << 16)
     LogStream(write_fd).write("no loop, no live console: the usual stream\n")
     assert capsys.readouterr().out == "no loop, no live console: the usual stream\n"
+
+
+def test_a_gone_console_does_not_loop_through_its_own_debug_line(pipe: tuple[int, int]) -> None:
+    read_fd, write_fd = pipe
+    os.close(read_fd)
+    handler = logging.StreamHandler(LogStream(write_fd))
+    writer_log = logging.getLogger("rallypoint.logs.writer")
+    writer_log.addHandler(handler)
+    writer_log.setLevel(logging.DEBUG)
+
+    async def scenario() -> None:
+        consoles = Consoles()
+        consoles.writer(write_fd).send(object(), b"to nobody\n")  # EPIPE, then a debug line
+        consoles.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        writer_log.removeHandler(handler)
+        writer_log.setLevel(logging.NOTSET)

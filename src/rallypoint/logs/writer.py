@@ -85,6 +85,7 @@ class ConsoleWriter:
         self._paused: set[Valve] = set()
         self._watching: asyncio.AbstractEventLoop | None = None
         self._drained: list[asyncio.Future[None]] = []
+        self._gone = False  # the reader went away: drop everything from now on
 
     # --- flow control ---------------------------------------------------------------
 
@@ -121,6 +122,8 @@ class ConsoleWriter:
             self._emit(tail)
 
     def _emit(self, data: bytes) -> None:
+        if self._gone:
+            return
         if not self.nonblocking:
             write_all(self.fd, data)
             return
@@ -144,6 +147,7 @@ class ConsoleWriter:
         except OSError as exc:
             if exc.errno not in GONE:
                 raise
+            self._gone = True  # before logging: the log line may come back here
             logger.debug("console fd %d is gone (%s); dropping its output", self.fd, exc)
             return len(data)
 
