@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import WORKERS, launcher_env
+from tests.conftest import WORKERS, launcher_env, rallypoint
 from tests.terminal import Terminal
 
 pytestmark = pytest.mark.integration
@@ -126,3 +126,16 @@ def test_stderr_through_a_terminal_still_reaches_the_summary(terminal: Terminal,
     summary = screen.split("Root Cause (first observed failure):")[1]
     assert "about to fail" in summary
     assert 'raise ValueError("bad shape (3, 4)")' in summary
+
+
+@pytest.mark.parametrize("tee", [[], ["--tee=2"]], ids=["plain", "tee"])
+def test_another_ranks_line_never_glues_to_an_unfinished_bar(mark: str, tee: list[str]) -> None:
+    args = ["--standalone", "--nproc-per-node=2", *tee, str(WORKERS / "bar_and_warning.py")]
+    result = rallypoint(args, launcher_env(mark))
+    assert result.returncode == 0, result.stderr
+    prefix = "[default1]:" if tee else ""
+    lines = result.stderr.split("\n")
+    assert f"{prefix}warning from rank 1" in lines, lines  # a line of its own
+    bar = [line for line in lines if "bar " in line]
+    assert all("warning" not in line for line in bar), bar
+    assert "bar 3/3" in bar[-1]
