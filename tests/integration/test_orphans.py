@@ -59,7 +59,7 @@ def guardian_of(launcher: int, timeout: float = 20) -> int:
     raise AssertionError("no guardian")
 
 
-@pytest.mark.parametrize("escape", ["direct", "daemon"])
+@pytest.mark.parametrize("escape", ["direct", "daemon", "nested"])
 def test_a_setsid_grandchild_is_gone_when_its_attempt_ends(
     mark: str, tmp_path: Path, escape: str
 ) -> None:
