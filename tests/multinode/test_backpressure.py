@@ -104,4 +104,4 @@ def test_unread_stdout_holds_workers_back_and_drops_no_node(mark: str, tmp_path:
         stamps = [float(t) for _, _, t in lines]
         held = max(b - a for a, b in itertools.pairwise(stamps))
         print(f"node {node}: its worker was held back {held:.1f} s in one write")
-        assert held > BLOCKED / 3, "the worker was never held back: nothing was tested"
+        assert held > 5, "the worker was never held back: nothing was tested"
