@@ -13,41 +13,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-MARK = "RALLYPOINT_TEST_MARK"
+from tests.harness import MARK, wait_until_gone
+from tests.harness import marked_pids as marked_pids  # re-exported: tests import it from here
+
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = REPO / "tests" / "workers"
-
-
-def marked_pids(mark: str) -> list[int]:
-    """Pids of live processes whose environment holds ``MARK=mark``."""
-    needle = f"{MARK}={mark}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def wait_until_gone(mark: str, seconds: float) -> list[int]:
-    """Wait up to ``seconds`` for the marked processes to end; return survivors."""
-    deadline = time.monotonic() + seconds
-    while (left := marked_pids(mark)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
 
 
 @pytest.fixture

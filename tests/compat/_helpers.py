@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import scratch_env
+from tests.harness import MARK
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 REPO = Path(__file__).resolve().parents[2]
@@ -23,9 +24,8 @@ TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
 RALLYPOINT = (sys.executable, "-m", "rallypoint")
 LAUNCHERS = {"torchrun": TORCHRUN, "rallypoint": RALLYPOINT}
 
-# The variable tests/conftest.py's ``mark`` fixture looks for in /proc/*/environ
-# to find processes a test left behind. Both launchers get the same value.
-MARK = "RALLYPOINT_TEST_MARK"
+# MARK (tests/harness.py) is the variable the ``mark`` fixture looks for in
+# /proc/*/environ to find processes a test left behind. Both launchers get the same value.
 
 
 def base_env(tmpdir: Path, mark: str, **extra: str) -> dict[str, str]:

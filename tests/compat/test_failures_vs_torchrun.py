@@ -25,7 +25,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import pytest
 
 from tests.compat._helpers import LAUNCHERS, SCRIPTS, Outcome, base_env, finish_each, launch_each
 from tests.conftest import wait_until_gone
+from tests.harness import alive, proc_state, wait_for_files, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.torch]
 
@@ -82,22 +82,6 @@ def _prepare(
     return argv, envs, log_dirs, work_dirs
 
 
-def _wait_for_files(paths: Sequence[Path], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not all(p.exists() for p in paths):
-        assert time.monotonic() < deadline, [str(p) for p in paths if not p.exists()]
-        time.sleep(0.02)
-
-
-def _proc_state(pid: int) -> tuple[str, int] | None:
-    """(state letter, parent pid) of ``pid``, or None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return fields[0], int(fields[1])
-
-
 def _run_frozen(
     procs: Mapping[str, subprocess.Popen[str]], work_dirs: Mapping[str, Path], nproc: int
 ) -> dict[str, Outcome]:
@@ -109,23 +93,20 @@ def _run_frozen(
     """
     frozen: list[int] = []
     try:
-        _wait_for_files([work_dirs[n] / f"rank{r}.pid" for n in procs for r in range(nproc)])
+        wait_for_files([work_dirs[n] / f"rank{r}.pid" for n in procs for r in range(nproc)])
         pids = {
             name: [int((work_dirs[name] / f"rank{r}.pid").read_text()) for r in range(nproc)]
             for name in procs
         }
         for name, proc in procs.items():
-            parents = {(_proc_state(pid) or ("?", -1))[1] for pid in pids[name]}
+            parents = {(proc_state(pid) or ("?", -1))[1] for pid in pids[name]}
             assert parents == {proc.pid}, (name, parents, proc.pid)
             os.kill(proc.pid, signal.SIGSTOP)
             frozen.append(proc.pid)
         for name in procs:
             (work_dirs[name] / "go").touch()
-        deadline = time.monotonic() + 60
         every = [pid for group in pids.values() for pid in group]
-        while not all((_proc_state(pid) or ("Z", 0))[0] == "Z" for pid in every):
-            assert time.monotonic() < deadline, "workers did not all end"
-            time.sleep(0.02)
+        wait_until(lambda: not any(alive(pid) for pid in every), 60, "every worker to end")
     finally:
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
@@ -442,7 +423,7 @@ def test_sigkill_from_outside(tmp_path: Path, mark: str) -> None:
     )
     procs = launch_each(argv, envs, tmp_path)
     try:
-        _wait_for_files([work_dirs[n] / f"rank{r}.pid" for n in LAUNCHERS for r in (0, 1)])
+        wait_for_files([work_dirs[n] / f"rank{r}.pid" for n in LAUNCHERS for r in (0, 1)])
         for name in LAUNCHERS:
             os.kill(int((work_dirs[name] / "rank1.pid").read_text()), signal.SIGKILL)
     finally:

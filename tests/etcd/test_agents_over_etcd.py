@@ -14,7 +14,8 @@ import pytest
 from tests.conftest import launcher_env
 from tests.contract.etcd_servers import EtcdCluster
 from tests.etcd.conftest import needs_etcd
-from tests.multinode.agents import SCRIPTS, finish, read_lines, start_agent, wait_for
+from tests.harness import wait_until
+from tests.multinode.agents import SCRIPTS, finish, read_lines, start_agent
 
 pytestmark = [pytest.mark.integration, pytest.mark.multinode, pytest.mark.torch, needs_etcd]
 
@@ -68,7 +69,7 @@ def test_killed_agent_lease_lapses_and_survivors_go_on(
         )
         for i in range(3)
     ]
-    wait_for(lambda: len(read_lines(tmp_path / "starts.jsonl")) == 3, 90, "three workers")
+    wait_until(lambda: len(read_lines(tmp_path / "starts.jsonl")) == 3, 90, "three workers")
     os.kill(procs[2].pid, signal.SIGKILL)
     killed_at = time.time()
     assert finish(procs[:2], 120) == [0, 0], (tmp_path / "a0.err").read_text()
@@ -90,7 +91,7 @@ def test_job_finishes_when_an_etcd_member_dies(
         )
         for i in range(3)
     ]
-    wait_for(lambda: len(read_lines(tmp_path / "starts.jsonl")) == 3, 90, "three workers")
+    wait_until(lambda: len(read_lines(tmp_path / "starts.jsonl")) == 3, 90, "three workers")
     follower = next(i for i in range(3) if i != etcd3.leader())
     etcd3.kill(follower)
     assert finish(procs, 120) == [0, 0, 0], (tmp_path / "a0.err").read_text()

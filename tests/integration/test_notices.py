@@ -5,22 +5,19 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import WORKERS, launcher_env, start_rallypoint
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.integration
 TAKER = str(WORKERS / "notice_taker.py")
 
 
 def wait_ready(folder: Path, count: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while len(list(folder.glob("*.ready"))) < count:
-        assert time.monotonic() < deadline, "the workers did not start"
-        time.sleep(0.02)
+    wait_until(lambda: len(list(folder.glob("*.ready"))) >= count, timeout, "workers ready")
 
 
 def received(folder: Path) -> dict[str, list[str]]:
@@ -55,10 +52,8 @@ def test_a_notice_reaches_every_worker_once_and_the_job_succeeds(mark: str, tmp_
 def test_a_notice_then_sigterm_stops_as_torchrun(mark: str, tmp_path: Path) -> None:
     launcher = start(mark, tmp_path, ["--forward-signals=SIGUSR1,SIGUSR2"])
     launcher.send_signal(signal.SIGUSR2)
-    deadline = time.monotonic() + 30
-    while sum(map(len, received(tmp_path / "records").values())) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    records = tmp_path / "records"
+    wait_until(lambda: sum(map(len, received(records).values())) >= 2, 30, "two signals logged")
     launcher.send_signal(signal.SIGTERM)
     _, err = launcher.communicate(timeout=60)
     assert launcher.returncode == 1, err

@@ -19,26 +19,11 @@ from tests.conftest import (
     start_rallypoint,
     wait_until_gone,
 )
+from tests.harness import alive
+from tests.harness import wait_for_file as wait_file
 from tests.multinode.agents import free_port, wait_listening
 
 pytestmark = pytest.mark.integration
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def wait_file(path: Path, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
-    return path.read_text()
 
 
 def children(pid: int) -> set[int]:

@@ -11,19 +11,19 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WORKERS, launcher_env, marked_pids, start_rallypoint, wait_until_gone
+from tests.harness import alive, wait_until
 from tests.multinode.agents import free_port, wait_listening
 
 pytestmark = pytest.mark.integration
 
 
 def _wait_for_pids(folder: Path, count: int, timeout: float = 30) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def started() -> bool:
         files = list(folder.glob("worker_*"))
-        if len(files) == count and all(f.read_text() for f in files):
-            return [int(p) for f in files for p in f.read_text().split()]
-        time.sleep(0.02)
-    raise AssertionError(f"workers did not start: {list(folder.iterdir())}")
+        return len(files) == count and all(f.read_text() for f in files)
+
+    wait_until(started, timeout, f"{count} workers to write their pids in {folder}")
+    return [int(p) for f in folder.glob("worker_*") for p in f.read_text().split()]
 
 
 def _start_sleepers(
@@ -49,12 +49,7 @@ def test_signal_while_workers_run_stops_everything(
     assert f"received {sig.name}" in err
     assert "site-packages/rallypoint" not in err
     assert "src/rallypoint" not in err
-    assert not [
-        p
-        for p in pids
-        if Path(f"/proc/{p}").exists()
-        and "Z" not in Path(f"/proc/{p}/stat").read_text().split(")")[1][:3]
-    ]
+    assert not [p for p in pids if alive(p)]
     assert wait_until_gone(mark, 2.0) == []
 
 

@@ -71,16 +71,6 @@ def read_lines(path: Path) -> list[dict[str, str]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def wait_for(predicate: object, timeout: float, what: str) -> None:
-    """Wait until ``predicate()`` is true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def finish(agents: Sequence[subprocess.Popen[bytes]], timeout: float) -> list[int]:
     """Wait for every agent; kill those still running at the deadline."""
     deadline = time.monotonic() + timeout

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import launcher_env
+from tests.harness import wait_until
 from tests.multinode.agents import (
     SCRIPTS,
     c10d,
@@ -18,7 +19,6 @@ from tests.multinode.agents import (
     free_port,
     read_lines,
     start_agent,
-    wait_for,
     wait_listening,
 )
 
@@ -96,7 +96,7 @@ def test_late_node_scales_up_without_spending_a_restart(mark: str, tmp_path: Pat
     script = str(SCRIPTS / "elastic.py")
     conf = "--rdzv-conf=last_call_timeout=1"
     first = start_agent(c10d("1:2", port, "127.0.0.1", 1, conf, script), env, tmp_path / "a0")
-    wait_for(lambda: read_lines(tmp_path / "starts.jsonl"), 60, "the first worker")
+    wait_until(lambda: read_lines(tmp_path / "starts.jsonl"), 60, "the first worker")
     second = start_agent(c10d("1:2", port, "127.0.0.2", 1, conf, script), env, tmp_path / "a1")
     assert finish([first, second], 120) == [0, 0], (tmp_path / "a0.err").read_text()
     starts = read_lines(tmp_path / "starts.jsonl")
@@ -118,7 +118,7 @@ def test_sigkill_of_an_agent_shrinks_the_job(mark: str, tmp_path: Path) -> None:
         agents.append(start_agent(args, env, tmp_path / f"a{i}"))
         if i == 0:
             wait_listening("127.0.0.1", port)
-    wait_for(lambda: len(read_lines(tmp_path / "starts.jsonl")) == 3, 60, "three workers")
+    wait_until(lambda: len(read_lines(tmp_path / "starts.jsonl")) == 3, 60, "three workers")
     os.kill(agents[2].pid, signal.SIGKILL)
     killed_at = time.time()
     assert finish(agents[:2], 120) == [0, 0], (tmp_path / "a0.err").read_text()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import launcher_env
-from tests.multinode.agents import SCRIPTS, agent_argv, finish, read_lines, wait_for
+from tests.harness import wait_until
+from tests.multinode.agents import SCRIPTS, agent_argv, finish, read_lines
 from tests.multinode.conftest import MakeLab
 from tests.multinode.netns import NetnsLab
 
@@ -33,7 +34,7 @@ def start_nodes(lab: NetnsLab, tmp_path: Path, mark: str, steps: str,
         with (tmp_path / f"n{i}.err").open("wb") as err:
             agents.append(node.popen(agent_argv(args), env=env, stdout=subprocess.DEVNULL,
                                      stderr=err))
-    wait_for(lambda: len(read_lines(tmp_path / "starts.jsonl")) == 3, 90, "three workers")
+    wait_until(lambda: len(read_lines(tmp_path / "starts.jsonl")) == 3, 90, "three workers")
     return agents
 
 

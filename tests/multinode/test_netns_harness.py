@@ -5,16 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
+from tests.harness import marked_pids
 from tests.multinode.conftest import MakeLab
 from tests.multinode.netns import NetnsLab, Node, list_namespaces
 
 pytestmark = [pytest.mark.integration, pytest.mark.multinode]
 
 PORT = 29511
+NETNS_MARK = "RPT_NETNS_MARK"
 
 # Echo server: bind ADDR:PORT, echo every connection's first message, forever.
 SERVER = """
@@ -98,23 +99,6 @@ def test_nodes_are_not_reachable_from_the_host(netns_lab: MakeLab) -> None:
     assert lab.switch in list_namespaces()
 
 
-def marked_pids(mark: str) -> list[int]:
-    """Live (non-zombie) pids whose environment holds ``RPT_NETNS_MARK=mark``."""
-    needle = f"RPT_NETNS_MARK={mark}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
 # A process that forks a child in its group and a grandchild that escapes
 # into its own session, then sleeps: all three must die with the lab.
 SPAWNER = """
@@ -137,14 +121,14 @@ def populate(lab: NetnsLab, mark: str) -> None:
         )
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "spawned"
-    assert len(marked_pids(mark)) == 3 * len(lab)
+    assert len(marked_pids(mark, NETNS_MARK)) == 3 * len(lab)
 
 
 def assert_gone(lab: NetnsLab, mark: str) -> None:
     left = set(list_namespaces()) & set(lab.namespaces)
     assert not left, f"namespaces left behind: {left}"
     assert all(p.returncode is not None for p in lab.processes)
-    assert not marked_pids(mark)
+    assert not marked_pids(mark, NETNS_MARK)
 
 
 @pytest.mark.usefixtures("netns_ready")

@@ -6,8 +6,9 @@ import asyncio
 import signal
 from collections.abc import Callable
 
-from rallypoint.workers.group import WorkerGroup
+from rallypoint.workers.group import KILL_WAIT, WorkerGroup
 from rallypoint.workers.process import SpawnRequest, WorkerProcess
+from tests.fakes import FakeClock
 
 
 class FakeGuardian:
@@ -56,3 +57,18 @@ def test_a_process_that_outlives_sigkill_is_given_up_on() -> None:
     assert stubborn == [worker]
     assert worker.signals == [signal.SIGTERM, signal.SIGKILL]
     assert guardian.released == []  # the guardian keeps watching it
+
+
+def test_the_grace_and_the_kill_wait_pass_on_the_injected_clock() -> None:
+    """Thirty seconds of grace and ten of waiting after SIGKILL, in no real time."""
+    guardian, worker, clock = FakeGuardian(), StuckWorker(4243), FakeClock()
+
+    async def scenario() -> list[WorkerProcess]:
+        group = WorkerGroup(guardian, lambda w: None, clock=clock)  # type: ignore[arg-type]
+        group.adopt([worker])
+        async with clock.autojump():
+            return await asyncio.wait_for(group.stop(signal.SIGTERM, 30.0), 5)
+
+    start = clock.monotonic()
+    assert asyncio.run(scenario()) == [worker]
+    assert clock.monotonic() - start == 30.0 + KILL_WAIT

@@ -60,7 +60,7 @@ class Attempt:
         self._layout = layout
         self._deps = deps
         self._clock = deps.clock
-        self.group = WorkerGroup(deps.guardian, self._exited)
+        self.group = WorkerGroup(deps.guardian, self._exited, clock=deps.clock)
         self.prepared = Prepared()
         self._pumps: list[PipePump] = []
         self._winch = False  # a SIGWINCH handler is ours

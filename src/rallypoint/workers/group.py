@@ -4,16 +4,19 @@ Stopping escalates in documented steps (as Trio's subprocess cancel does):
 the stop signal to every worker's process group, one shared grace period,
 a warning naming each rank and pid still alive, then SIGKILL to every group.
 Groups whose leader already exited get the same signals, so a worker's
-leftover children never outlive the attempt.
+leftover children never outlive the attempt. The grace and the wait after
+SIGKILL are waited on the injected clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable, Sequence
 
+from rallypoint.clock import Clock, SystemClock
 from rallypoint.workers.guardian import Guardian
 from rallypoint.workers.process import WorkerProcess, describe_signal
 
@@ -30,10 +33,12 @@ class WorkerGroup:
         guardian: Guardian,
         on_exit: Callable[[WorkerProcess], None],
         kill_wait: float = KILL_WAIT,
+        clock: Clock | None = None,
     ) -> None:
         self._guardian = guardian
         self._on_exit = on_exit
         self._kill_wait = kill_wait
+        self._clock = clock or SystemClock()
         self.workers: list[WorkerProcess] = []
         self._changed = asyncio.Event()
 
@@ -104,7 +109,8 @@ class WorkerGroup:
             )
         self._signal_all(signal.SIGKILL)
         try:
-            await asyncio.wait_for(self.wait_all_exited(), self._kill_wait)
+            deadline = self._clock.monotonic() + self._kill_wait
+            await self._clock.wait_until(self.wait_all_exited(), deadline)
         except TimeoutError:  # stuck in the kernel (D state): as torchrun, give up on it
             for worker in self.alive:
                 logger.error(
@@ -124,7 +130,9 @@ class WorkerGroup:
         waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(self.wait_all_exited())]
         if cut_short is not None:
             waiters.append(asyncio.ensure_future(cut_short.wait()))
-        _, pending = await asyncio.wait(waiters, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
+        first = asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        with contextlib.suppress(TimeoutError):
+            await self._clock.wait_until(first, self._clock.monotonic() + grace)
+        for task in waiters:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*waiters, return_exceptions=True)
