@@ -354,7 +354,7 @@ EVENTS = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(EVENTS, max_size=40))
 def test_random_histories_keep_the_invariants(events: list[Event]) -> None:
     """Illegal events leave the state alone; attempts only grow; End comes once, last."""
