@@ -75,3 +75,10 @@ def test_virtual_local_rank() -> None:
     assert env_of(2, {}, virtual_local_rank=True)["CUDA_VISIBLE_DEVICES"] == "2"
     with pytest.raises(ValueError, match="CUDA_VISIBLE_DEVICES"):
         env_of(2, {"CUDA_VISIBLE_DEVICES": "3,5"}, virtual_local_rank=True)
+
+
+def test_the_timer_pipe_is_given_only_when_timers_are_on() -> None:
+    cfg = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=1)
+    place = WorkerPlace(0, 0, "/e.json", "/tmp/watchdog_timer_x")
+    assert worker_env(cfg, RDZV, place, {})["TORCHELASTIC_TIMER_FILE"] == "/tmp/watchdog_timer_x"
+    assert "TORCHELASTIC_TIMER_FILE" not in env_of(0)

@@ -35,7 +35,7 @@ from rallypoint.clock import Clock
 from rallypoint.config import EntrypointKind, StdMask
 from rallypoint.errors import LaunchError
 from rallypoint.failures.oom import oom_kill_count
-from rallypoint.health import ENABLE_VARIABLE, FILE_VARIABLE
+from rallypoint.health import ENABLE_VARIABLE
 from rallypoint.ids import private_dir
 from rallypoint.logs.layout import WorkerFiles
 from rallypoint.logs.sinks import (
@@ -143,10 +143,11 @@ class Launchpad:
         )
         slot = Slot(local_rank, self.rdzv.base_rank + local_rank, files, TailSink(), work_dir)
         self.prepared.slots[local_rank] = slot
-        place = WorkerPlace(local_rank, self.restart_count, files.path("error.json"))
+        timers = self.prepared.timers
+        place = WorkerPlace(
+            local_rank, self.restart_count, files.path("error.json"), timers.path if timers else ""
+        )
         env = worker_env(self.job.config, self.rdzv, place, self.job.base_env)
-        if self.prepared.timers is not None:
-            env[FILE_VARIABLE] = self.prepared.timers.path
         argv = worker_argv(self.job.entrypoint, local_rank, self.job.base_env, self._payload(slot))
         stdout = self._stream(slot, StdMask.OUT, 1, [])
         stderr = self._stream(slot, StdMask.ERR, 2, [slot.tail])

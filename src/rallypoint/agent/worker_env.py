@@ -22,6 +22,7 @@ class WorkerPlace:
     local_rank: int
     restart_count: int
     error_file: str
+    timer_file: str = ""  # the elastic timers' pipe, when they are on
 
 
 def _cuda_devices(base: Mapping[str, str], local_rank: int) -> str:
@@ -63,4 +64,6 @@ def worker_env(
     )
     if config.virtual_local_rank:
         env["CUDA_VISIBLE_DEVICES"] = _cuda_devices(base, local)
+    if place.timer_file:
+        env["TORCHELASTIC_TIMER_FILE"] = place.timer_file
     return env

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from rallypoint.agent.worker_env import WorkerPlace, worker_env
 from rallypoint.cli.settings import Launch
 from rallypoint.config import LaunchConfig
+from rallypoint.health import ENABLE_VARIABLE, FILE_VARIABLE
 from rallypoint.rendezvous.result import RendezvousResult
 from rallypoint.workers.command import worker_argv
 
@@ -23,6 +24,7 @@ MAX_SHOWN = 16  # local ranks shown in full; the others follow the same pattern
 FROM_RENDEZVOUS = "(set by the rendezvous)"
 FREE_PORT = "(a free port, chosen at start)"
 ERROR_FILE = "(in the run's log folder, made at start)"
+TIMER_FILE = "(a named pipe in $TMPDIR, made at start)"
 RENDEZVOUS_KEYS = (
     "RANK",
     "GROUP_RANK",
@@ -81,7 +83,11 @@ def _rank(
     launch: Launch, rdzv: RendezvousResult, local_rank: int, environ: Mapping[str, str]
 ) -> RankPlan:
     base = launch.worker_base_env
-    env = worker_env(launch.config, rdzv, WorkerPlace(local_rank, 0, ERROR_FILE), base)
+    timers = base.get(ENABLE_VARIABLE) == "1"
+    place = WorkerPlace(
+        local_rank, 0, ERROR_FILE, base.get(FILE_VARIABLE, TIMER_FILE) if timers else ""
+    )
+    env = worker_env(launch.config, rdzv, place, base)
     if launch.config.max_nodes > 1:
         env.update(dict.fromkeys(RENDEZVOUS_KEYS, FROM_RENDEZVOUS))
     elif rdzv.master_port == 0:
