@@ -29,7 +29,7 @@ from rallypoint.store.clock import MonotonicClock
 
 __all__ = ["Admission", "AdmissionLimits", "RefusalLog"]
 
-logger = logging.getLogger("rallypoint.store.server")
+logger = logging.getLogger(__name__)
 
 
 class _Closable(Protocol):
@@ -72,13 +72,13 @@ class RefusalLog:
         if self._last is not None and now - self._last < self._interval:
             self._unlogged += 1
             return
-        if self._unlogged:
+        if self._unlogged and self._last is not None:
             logger.warning(
                 "store refused %s: %s (and %d more peers in the last %.0f s)",
                 peer,
                 reason,
                 self._unlogged,
-                now - (self._last or now),
+                now - self._last,
             )
         else:
             logger.warning("store refused %s: %s", peer, reason)
@@ -115,7 +115,7 @@ class Admission:
             self._log.refused(
                 oldest.peer, f"{len(self._handshaking)} handshakes pending (the limit)"
             )
-            self.authenticated(oldest)
+            self.handshake_over(oldest)
             oldest.abort()
         self._open += 1
         self._handshaking[conn] = None
@@ -125,11 +125,11 @@ class Admission:
         """Log a refused or dropped peer (through the ``RefusalLog``)."""
         self._log.refused(peer, reason)
 
-    def authenticated(self, conn: _Closable) -> None:
+    def handshake_over(self, conn: _Closable) -> None:
         """The socket's handshake is over (it authenticated or is closing)."""
         self._handshaking.pop(conn, None)
 
     def closed(self, conn: _Closable) -> None:
         """An admitted socket is gone."""
-        self.authenticated(conn)
+        self.handshake_over(conn)
         self._open -= 1

@@ -98,7 +98,7 @@ class ConnectionHost(Protocol):
     def opened(self, conn: StoreConnection) -> bool:
         """A socket was accepted; False to close it at once."""
 
-    def authenticated(self, conn: StoreConnection) -> None:
+    def handshake_over(self, conn: StoreConnection) -> None:
         """The handshake ended (accepted or refused)."""
 
     def refused(self, conn: StoreConnection, reason: str) -> None:
@@ -274,7 +274,7 @@ class StoreConnection(asyncio.Protocol):
 
     def _handshake(self, msg: Message, nonce: str) -> None:
         self._cancel_timer()
-        self._host.authenticated(self)
+        self._host.handshake_over(self)
         reason = self._host.refusal(msg, nonce)
         if reason is not None:
             self._host.refused(self, reason)

@@ -180,11 +180,6 @@ class _Service:
         self._timer_deadline: float | None = None
         self._timer_overdue = False  # armed to fire at once, for a deadline already past
 
-    @property
-    def handshaking(self) -> int:
-        """Sockets that have not authenticated yet."""
-        return self._admission.handshaking
-
     def accept(self) -> StoreConnection:
         """The protocol factory: a connection with a fresh session id."""
         owner = self._next_owner
@@ -216,9 +211,9 @@ class _Service:
         self._sessions[conn.owner] = conn
         return True
 
-    def authenticated(self, conn: StoreConnection) -> None:
+    def handshake_over(self, conn: StoreConnection) -> None:
         """The socket no longer counts against the handshake cap."""
-        self._admission.authenticated(conn)
+        self._admission.handshake_over(conn)
 
     def refused(self, conn: StoreConnection, reason: str) -> None:
         """Log a refused or dropped peer, sparingly."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import struct
 import tracemalloc
 
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rallypoint.store import ErrorCode, LeaseNotFoundError, StoreRequestError
+from rallypoint.store._admission import Admission, AdmissionLimits, RefusalLog
 from rallypoint.store._budget import REQUEST_BUDGET, SMALL_FRAME, DecodeBudget, over_budget
 from rallypoint.store._handlers import handle
 from rallypoint.store._watchindex import WatchIndex
@@ -236,3 +238,54 @@ def test_watch_index_matches_exactly_the_prefixes(
     for key in keys:
         got = sorted(w for w, _ in index.matching(key))
         assert got == sorted(w for w, p in live.items() if key.startswith(p))
+
+
+# --- admission ------------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class FakeConn:
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_refusals_are_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    log = RefusalLog(clock, interval=10.0)
+    with caplog.at_level(logging.WARNING, logger="rallypoint.store._admission"):
+        for i in range(1000):
+            clock.now = i * 0.01
+            log.refused(f"peer{i}", "wrong secret")
+        clock.now = 10.5
+        log.refused("late", "wrong secret")
+    assert [r.getMessage() for r in caplog.records] == [
+        "store refused peer0: wrong secret",
+        "store refused late: wrong secret (and 999 more peers in the last 10 s)",
+    ]
+
+
+def test_admission_evicts_the_oldest_handshake_and_caps_sockets() -> None:
+    admission = Admission(
+        AdmissionLimits(max_connections=3, max_handshakes=2), RefusalLog(FakeClock())
+    )
+    a, b, c, d = (FakeConn(p) for p in "abcd")
+    assert admission.admit(a)
+    assert admission.admit(b)
+    assert admission.admit(c)  # a, the oldest handshake, makes room
+    assert (a.aborted, b.aborted) == (True, False)
+    admission.handshake_over(b)  # b authenticated: no longer evictable
+    assert not admission.admit(d)  # 3 sockets open: the limit
+    admission.closed(a)
+    assert admission.admit(d)
+    assert admission.handshaking == 2  # c and d
