@@ -61,14 +61,19 @@ def secret_from_env(name: str, environ: Mapping[str, str]) -> bytes:
         environ: the environment to look in (the caller passes ``os.environ``).
 
     Returns:
-        The secret, UTF-8 encoded.
+        The secret: the variable's bytes as the process received them (UTF-8, with the
+        bytes Python decoded as ``surrogateescape`` given back as they were).
 
     Raises:
-        StoreSecretError: the variable is unset or empty.
+        StoreSecretError: the variable is unset, empty, or not text at all.
     """
     if name not in environ:
         raise StoreSecretError(f"environment variable {name} holding the store secret is not set")
-    return _non_empty(environ[name].encode("utf-8"), f"environment variable {name}")
+    try:
+        secret = environ[name].encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise StoreSecretError(f"environment variable {name} does not hold text") from None
+    return _non_empty(secret, f"environment variable {name}")
 
 
 def make_proof(secret: bytes | None, nonce: str, run_id: str) -> str:

@@ -52,3 +52,9 @@ def test_check_proof() -> None:
     assert "secret" in (check_proof(None, "nonce", "run", proof) or "")
     assert check_proof(None, "nonce", "run", "") is None
     assert check_proof(b"key", "nonce", "run", "é") == "wrong secret"
+
+
+def test_secret_from_env_keeps_undecodable_bytes_and_refuses_non_text() -> None:
+    assert secret_from_env("S", {"S": "ab\udcff"}) == b"ab\xff"  # as os.environ decodes
+    with pytest.raises(StoreSecretError, match="does not hold text"):
+        secret_from_env("S", {"S": "\ud800"})
