@@ -99,6 +99,7 @@ class LaunchConfig:
     numa_binding: str | None = None
     rdzv_secret: bytes | None = field(default=None, repr=False)
     forward_signals: str = ""  # rallypoint only: passed on to the workers as notices
+    warm_modules: tuple[str, ...] = ()  # standbys import these; () for no standbys
 
     def __post_init__(self) -> None:
         object.__setattr__(

@@ -10,6 +10,7 @@ checked on its own.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -62,6 +63,9 @@ class Case:
     static_port: bool = False  # add --master-port=<free port>; run the launchers one by one
     expect: Callable[[int], dict[str, str | None]] = lambda rank: {}  # None: must be unset
     expect_args: Callable[[int], list[str]] | None = None  # argv[1:] of each rank
+    # Fail attempt 0, dump attempt 1 (rallypoint's is warm: a standby's). Not with --run-path:
+    # torchrun's restarted run-path child gains TORCHINDUCTOR_CACHE_DIR, warm or not.
+    restart: bool = False
 
 
 CASES = [
@@ -179,6 +183,21 @@ CASES = [
         expect=lambda r: {"TORCHELASTIC_ENABLE_FILE_TIMER": "1"},
     ),
     Case(
+        "warm_restart_script",
+        ("--nproc-per-node=2", "--max-restarts=1"),
+        world=2,
+        args=("$local_rank", "x"),
+        restart=True,
+        expect_args=lambda r: [str(r), "x"],
+    ),
+    Case(
+        "warm_restart_module",
+        ("-m", "--nproc-per-node=2", "--max-restarts=1"),
+        world=2,
+        target="module",
+        restart=True,
+    ),
+    Case(
         "virtual_local_rank",
         ("--virtual-local-rank", "--nproc-per-node=2"),
         world=2,
@@ -196,15 +215,19 @@ def _free_port() -> int:
 
 def _target(case: Case, tmp_path: Path) -> tuple[str, dict[str, str]]:
     """The training_script argument and any environment it needs."""
-    dump = SCRIPTS / "dump_env.py"
+    dump = SCRIPTS / ("dump_env_restart.py" if case.restart else "dump_env.py")
     if case.target in ("script", "run_path"):
         return str(dump), {}
     if case.target == "module":
         package = tmp_path / "modroot" / "compatpkg"
         package.mkdir(parents=True)
         (package / "__init__.py").write_text("")
-        shutil.copy(dump, package / "dump.py")
-        return "compatpkg.dump", {"PYTHONPATH": str(tmp_path / "modroot")}
+        shutil.copy(dump, package / "dump.py")  # the same name for both scripts
+        # the work tree's sources stay on the path (scratch_env keeps PYTHONPATH)
+        path = os.pathsep.join(
+            filter(None, [str(tmp_path / "modroot"), os.environ.get("PYTHONPATH")])
+        )
+        return "compatpkg.dump", {"PYTHONPATH": path}
     shell = tmp_path / "dump_env.sh"
     shutil.copy(SCRIPTS / "dump_env.sh", shell)
     shell.chmod(0o755)
@@ -221,7 +244,7 @@ def _common_expectations(case: Case, rank: int) -> dict[str, str | None]:
         "GROUP_WORLD_SIZE": "1",
         "ROLE_RANK": str(rank),
         "ROLE_WORLD_SIZE": str(case.world),
-        "TORCHELASTIC_RESTART_COUNT": "0",
+        "TORCHELASTIC_RESTART_COUNT": "1" if case.restart else "0",
         "NODE_RANK": None,
         "LOCAL_SIZE": None,
         "PYTHONUNBUFFERED": None,
@@ -259,6 +282,9 @@ def test_worker_env_and_argv_match_torchrun(case: Case, tmp_path: Path, mark: st
     dumps = {name: load_dumps(folder) for name, folder in dump_dirs.items()}
     assert sorted(dumps["torchrun"]) == list(range(case.world))
     assert sorted(dumps["rallypoint"]) == list(range(case.world))
+    if case.restart:  # rallypoint's attempt 1 was warm, torchrun's cold
+        assert [d["torch_preloaded"] for d in dumps["rallypoint"].values()] == [True] * case.world
+        assert not any(d["torch_preloaded"] for d in dumps["torchrun"].values())
 
     # 1. Everything outside the allow-list is identical, rank by rank.
     strict = {"MASTER_PORT", "TORCHELASTIC_RUN_ID"} if case.static_port else set()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from rallypoint.agent.job import AgentEvent, Job, WorkerExited
 from rallypoint.agent.launchpad import Launchpad, Prepared
 from rallypoint.agent.prestart import Prestart
+from rallypoint.agent.standbys import StandbyPool
 from rallypoint.clock import Clock
 from rallypoint.config import EntrypointKind
 from rallypoint.events.log import EventLog, RunEvent, RunEventKind
@@ -47,6 +48,7 @@ class AttemptDeps:
     post: Callable[[AgentEvent], None]  # hands an event to the supervisor's loop
     clock: Clock
     events: EventLog
+    standbys: StandbyPool | None = None  # warm restarts, when on
 
 
 class Attempt:
@@ -70,7 +72,7 @@ class Attempt:
         """Spawn every local worker, then adopt them."""
         attempt_dir = self._layout.attempt_dir(self.restart_count)
         pad = Launchpad(self.job, self.rdzv, self.restart_count, attempt_dir)
-        await self.adopt(pad.launch(self._deps.guardian, self._clock))
+        await self.adopt(pad.launch(self._deps.guardian, self._clock, self._deps.standbys))
 
     async def adopt(self, prepared: Prepared) -> None:
         """Attach spawned workers' pipes and exits to the loop."""
@@ -256,8 +258,14 @@ class LocalAttempts:
         if pre is not None:
             attempt = Attempt(self._job, pre.rdzv, number, self._layout, self._deps)
             await attempt.adopt(pre.prepared)
-            return attempt
-        assert rdzv is not None
-        attempt = Attempt(self._job, rdzv, number, self._layout, self._deps)
-        await attempt.start()
+        else:
+            assert rdzv is not None
+            attempt = Attempt(self._job, rdzv, number, self._layout, self._deps)
+            await attempt.start()
+        if self._deps.standbys is not None and self._may_restart(attempt.restart_count):
+            self._deps.standbys.fill()  # the workers are started: now the next ones
         return attempt
+
+    def _may_restart(self, restarts: int) -> bool:
+        config = self._job.config
+        return restarts < config.max_restarts or config.min_nodes < config.max_nodes

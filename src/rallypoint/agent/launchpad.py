@@ -54,6 +54,7 @@ from rallypoint.workers.guardian import Guardian
 from rallypoint.workers.process import SpawnRequest, WorkerProcess
 
 if TYPE_CHECKING:
+    from rallypoint.agent.standbys import StandbyPool
     from rallypoint.health.timer_pipe import TimerPipe
 
 DEFAULT_PREFIX = "[${role_name}${local_rank}]:"
@@ -94,8 +95,12 @@ class Launchpad:
         self.job, self.rdzv, self.restart_count, self.dir = job, rdzv, restart_count, attempt_dir
         self.prepared = Prepared(oom_count_at_start=oom_kill_count())
 
-    def launch(self, guardian: Guardian, clock: Clock) -> Prepared:
+    def launch(
+        self, guardian: Guardian, clock: Clock, standbys: StandbyPool | None = None
+    ) -> Prepared:
         """Prepare every local worker and spawn it; the parent's pipe ends are closed after.
+
+        A local rank with a standby in ``standbys`` gets it instead of a fresh process.
 
         Raises:
             LaunchError: a worker, or the timer pipe, cannot be made.
@@ -107,7 +112,8 @@ class Launchpad:
         self.prepared.started_wall = clock.wall()
         try:
             for request in self.prepared.requests:
-                worker = WorkerProcess.spawn(request)
+                worker = standbys.take(request) if standbys is not None else None
+                worker = worker or WorkerProcess.spawn(request)
                 guardian.watch(worker.pid, request.env)
                 self.prepared.workers.append(worker)
         except BaseException:

@@ -32,6 +32,7 @@ from rallypoint.agent.job import (
 )
 from rallypoint.agent.prestart import Prestart
 from rallypoint.agent.reporting import persist_failure
+from rallypoint.agent.standbys import StandbyPool
 from rallypoint.clock import Clock, SystemClock
 from rallypoint.errors import (
     ChildFailedError,
@@ -133,6 +134,7 @@ class Supervisor:
         self._to_stop: list[WorkerProcess] = []
         self._hasten = asyncio.Event()
         self.report: FailureReport | None = None  # the last failure's, once stopped
+        self._standbys: StandbyPool | None = None
         self.layout = (
             prestarted.layout
             if prestarted
@@ -162,12 +164,16 @@ class Supervisor:
         try:
             if self._make_attempts is None:
                 guardian = guardian or Guardian()
+                if self.job.config.warm_modules:
+                    self._standbys = StandbyPool(self.job, guardian)
                 self._make_attempts = self._local_attempts(guardian)
             return await self._recorded(self._make_attempts(self._queue.put_nowait))
         finally:
             await self._cancel_op()
             if self._rendezvous is not None:
                 await self._rendezvous.close()
+            if self._standbys is not None:
+                await self._standbys.aclose()
             if guardian is not None:
                 await guardian.aclose()
             self._remove_signals()
@@ -175,7 +181,7 @@ class Supervisor:
 
     def _local_attempts(self, guardian: Guardian) -> MakeAttempts:
         def make(post: Callable[[AgentEvent], None]) -> Attempts:
-            deps = AttemptDeps(guardian, post, self._clock, self.events)
+            deps = AttemptDeps(guardian, post, self._clock, self.events, self._standbys)
             return LocalAttempts(self.job, self.layout, deps, self._prestarted)
 
         return make
@@ -313,6 +319,8 @@ class Supervisor:
         return None
 
     async def _join(self) -> p.Event:
+        if self._standbys is not None and self._attempt is None:
+            self._standbys.fill()  # the first round: import while the other nodes come
         if self._rendezvous is None:
             self._rendezvous = await open_rendezvous(self.job.config, self.job.host, self._clock)
             self._follow(self._rendezvous)

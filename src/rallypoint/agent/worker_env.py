@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rallypoint.config import LaunchConfig
+from rallypoint.health import FILE_VARIABLE
 from rallypoint.rendezvous.result import RendezvousResult
 
 
@@ -67,3 +68,33 @@ def worker_env(
     if place.timer_file:
         env["TORCHELASTIC_TIMER_FILE"] = place.timer_file
     return env
+
+
+RENDEZVOUS_KEYS = (  # the values the rendezvous decides
+    "RANK",
+    "GROUP_RANK",
+    "ROLE_RANK",
+    "WORLD_SIZE",
+    "GROUP_WORLD_SIZE",
+    "ROLE_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
+ROUND_KEYS = frozenset(  # every value that may change from one round to the next
+    {
+        *RENDEZVOUS_KEYS,
+        "TORCHELASTIC_RESTART_COUNT",
+        "TORCHELASTIC_ERROR_FILE",
+        FILE_VARIABLE,  # the elastic timers' pipe is made per attempt
+    }
+)
+_NO_ROUND = RendezvousResult(0, 0, 1, 0, 1, 0, 1, "", 0)
+
+
+def standby_env(config: LaunchConfig, local_rank: int, base: Mapping[str, str]) -> dict[str, str]:
+    """What the worker at ``local_rank`` has whatever the round: its environment minus ROUND_KEYS.
+
+    A standby starts with this; the hand-over gives it the whole environment.
+    """
+    env = worker_env(config, _NO_ROUND, WorkerPlace(local_rank, 0, ""), base)
+    return {key: value for key, value in env.items() if key not in ROUND_KEYS}

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from rallypoint.agent.worker_env import WorkerPlace, worker_env
+from rallypoint.agent.worker_env import RENDEZVOUS_KEYS, WorkerPlace, worker_env
 from rallypoint.cli.settings import Launch
 from rallypoint.config import LaunchConfig
 from rallypoint.health import ENABLE_VARIABLE, FILE_VARIABLE
@@ -25,16 +25,6 @@ FROM_RENDEZVOUS = "(set by the rendezvous)"
 FREE_PORT = "(a free port, chosen at start)"
 ERROR_FILE = "(in the run's log folder, made at start)"
 TIMER_FILE = "(a named pipe in $TMPDIR, made at start)"
-RENDEZVOUS_KEYS = (
-    "RANK",
-    "GROUP_RANK",
-    "ROLE_RANK",
-    "WORLD_SIZE",
-    "GROUP_WORLD_SIZE",
-    "ROLE_WORLD_SIZE",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-)
 
 
 @dataclass(frozen=True, slots=True)

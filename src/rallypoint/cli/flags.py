@@ -192,6 +192,14 @@ FLAGS: tuple[Flag, ...] = (
         default=False,
     ),
     _flag(
+        "--warm",
+        "rallypoint only: standby interpreters that import these modules ahead of a restart "
+        "(comma-separated; none may initialise CUDA), off, or auto: torch when it is "
+        "installed and a restart can happen (--max-restarts above 0, or MIN < MAX).",
+        default="auto",
+        metavar="MODULES",
+    ),
+    _flag(
         "--dry-run",
         "rallypoint only: print the resolved configuration and each local rank's command "
         "and environment, then exit without starting anything.",

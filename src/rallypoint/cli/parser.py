@@ -53,6 +53,7 @@ class RawArgs:
     signals_to_handle: str
     shutdown_timeout: int | None
     virtual_local_rank: bool
+    warm: str
     dry_run: bool
     forward_signals: str | None
     training_script: str

@@ -8,10 +8,11 @@ the worker's command (§1.6) and the launcher environment the workers inherit
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rallypoint.cli.parser import RawArgs
 from rallypoint.cli.slurm import derive, step_of
@@ -208,6 +209,32 @@ def _secret(conf: Mapping[str, str], environ: Mapping[str, str]) -> bytes | None
     return None
 
 
+def warm_modules(text: str, config: LaunchConfig, entrypoint: Entrypoint) -> tuple[str, ...]:
+    """``--warm``: what the standbys import; () for none (off, --no-python, or nothing to do).
+
+    ``auto`` means torch, when it can be found (without importing it) and a
+    restart can happen.
+    """
+    text = text.strip()
+    if entrypoint.kind is EntrypointKind.BINARY or text == "off":
+        return ()
+    if text != "auto":
+        return _module_list(text)
+    can_restart = config.max_restarts > 0 or config.min_nodes < config.max_nodes
+    return ("torch",) if can_restart and importlib.util.find_spec("torch") else ()
+
+
+def _module_list(text: str) -> tuple[str, ...]:
+    modules = tuple(name.strip() for name in text.split(","))
+    for name in modules:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ConfigError(
+                f"--warm={text}: {name!r} is not a module name "
+                "(expected off, auto or a comma-separated list of modules)"
+            )
+    return modules
+
+
 def _check_virtual_devices(config: LaunchConfig, environ: Mapping[str, str]) -> None:
     """``--virtual-local-rank`` gives each worker one entry of CUDA_VISIBLE_DEVICES."""
     visible = environ.get("CUDA_VISIBLE_DEVICES")
@@ -240,6 +267,7 @@ def build_launch(
     raw = slurm.raw
     config = _config(raw, environ, devices, new_id)
     entrypoint = _entrypoint(raw)
+    config = replace(config, warm_modules=warm_modules(raw.warm, config, entrypoint))
     _check_log_dir(config.log_dir)
     _check_virtual_devices(config, environ)
     base = dict(environ)

@@ -118,8 +118,28 @@ def _prepare(argv: list[str]) -> tuple[str, str]:
     return mode, target
 
 
+def _standby(argv: list[str]) -> list[str]:
+    """Wait as a standby (see ``_standby``); return the argv the agent then sent."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    import _standby  # type: ignore[import-not-found]  # from its cached bytecode
+
+    del sys.path[0], sys.modules["_standby"]
+    return _standby.wait(argv, _path_entry)  # type: ignore[no-any-return]
+
+
+def _path_entry(mode: str, target: str) -> str:
+    """What :func:`_prepare` puts first on ``sys.path`` for ``mode`` and ``target``."""
+    if mode == "module":
+        return os.getcwd()
+    if _is_importable_path(target):
+        return _absolute(target)
+    return os.path.dirname(os.path.realpath(target))
+
+
 def run(argv: list[str]) -> None:
     """Become the program ``argv`` names (see the module docstring of ``bootstrap``)."""
+    if argv[0] == "standby":
+        argv = _standby(argv[1:])
     mode, target = _prepare(argv)
     namespace = _fresh_main()
     if mode == "script":

@@ -86,3 +86,17 @@ def worker_argv(
     if entrypoint.kind is EntrypointKind.SCRIPT:
         return _bootstrap(python, stacks, "script", entrypoint.target, *args)
     raise ValueError(f"unknown entrypoint kind {entrypoint.kind}")
+
+
+def standby_argv(
+    worker: list[str], control_fd: int, nice: int, modules: tuple[str, ...]
+) -> list[str]:
+    """The argv of a standby for the worker whose cold argv is ``worker`` (a bootstrap one).
+
+    It runs the same interpreter, flags and bootstrap; the bootstrap waits as a
+    standby on ``control_fd`` (see ``workers/_standby.py``) until it becomes a worker.
+    """
+    if worker[2:3] != [BOOTSTRAP]:
+        raise ValueError("only a Python worker can have a standby")
+    mode, target = worker[5], worker[6]
+    return [*worker[:3], "standby", str(control_fd), str(nice), ",".join(modules), mode, target]

@@ -1,0 +1,102 @@
+"""This node's standbys: one per local rank, ready to become the next attempt's workers.
+
+Design note: what a standby is and how it becomes a worker is in
+:mod:`rallypoint.workers.standby`; this module decides when there are some.
+The pool is filled after an attempt's workers have started (never before, so
+the imports never slow the workers' first steps, and at a lower CPU
+priority), and before the first round of a job on several nodes, so that the
+imports overlap the wait for the other nodes. The launchpad asks the pool for
+a local rank's standby before it spawns a cold worker; a standby that is not
+there, or is gone, means a cold start. The guardian covers every standby as
+it covers workers, and the pool kills those left when the run ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+
+from rallypoint.agent.job import Job
+from rallypoint.agent.worker_env import standby_env
+from rallypoint.errors import LaunchError
+from rallypoint.workers.command import worker_argv
+from rallypoint.workers.escapees import wait_ended
+from rallypoint.workers.guardian import Guardian
+from rallypoint.workers.process import SpawnRequest, WorkerProcess
+from rallypoint.workers.standby import Standby
+
+logger = logging.getLogger(__name__)
+
+STANDBY_NICE = 10  # how much lower a standby's priority is while it imports
+KILL_WAIT = 2.0  # seconds to wait for killed standbys to end
+
+
+def standby_nice() -> int:
+    """STANDBY_NICE if a standby may come back to this process's priority after, else 0.
+
+    Raising a priority again needs CAP_SYS_NICE or room under RLIMIT_NICE; a
+    worker must never run lower than a cold one would.
+    """
+    if os.geteuid() == 0:
+        return STANDBY_NICE
+    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    return STANDBY_NICE if 20 - os.getpriority(os.PRIO_PROCESS, 0) <= soft else 0
+
+
+class StandbyPool:
+    """The standbys of one agent, by local rank."""
+
+    def __init__(self, job: Job, guardian: Guardian, nice: int | None = None) -> None:
+        self._job = job
+        self._guardian = guardian
+        self._nice = standby_nice() if nice is None else nice
+        self._waiting: dict[int, Standby] = {}
+        self._gone: list[Standby] = []
+
+    def fill(self) -> None:
+        """Start a standby for each local rank that has none (a failure only means cold starts)."""
+        for local_rank in range(self._job.config.nproc_per_node):
+            if local_rank not in self._waiting:
+                try:
+                    standby = self._spawn(local_rank)
+                except LaunchError as exc:
+                    logger.warning("%s; the next workers start cold", exc)
+                    return
+                self._guardian.watch(standby.pid)
+                self._waiting[local_rank] = standby
+                logger.debug("local rank %d: standby pid %d", local_rank, standby.pid)
+
+    def _spawn(self, local_rank: int) -> Standby:
+        job = self._job
+        sample = worker_argv(job.entrypoint, local_rank, job.base_env, payload="-")
+        env = standby_env(job.config, local_rank, job.base_env)
+        return Standby.spawn(local_rank, sample, env, job.config.warm_modules, self._nice)
+
+    def take(self, request: SpawnRequest) -> WorkerProcess | None:
+        """The worker ``request`` describes, made of this rank's standby; None to start cold."""
+        standby = self._waiting.pop(request.local_rank, None)
+        if standby is None:
+            return None
+        worker = standby.take(request)
+        if worker is None:
+            self._gone.append(standby)
+            return None
+        logger.info("local rank %d: standby pid %d takes over", request.local_rank, worker.pid)
+        return worker
+
+    def memory_kib(self) -> dict[int, int | None]:
+        """Resident memory of each waiting standby, by local rank."""
+        return {rank: standby.rss_kib() for rank, standby in sorted(self._waiting.items())}
+
+    async def aclose(self) -> None:
+        """Kill and reap every standby left."""
+        left = [*self._waiting.values(), *self._gone]
+        self._waiting.clear()
+        self._gone.clear()
+        for standby in left:
+            standby.kill()
+        await wait_ended([s.pid for s in left], KILL_WAIT)
+        for standby in left:
+            if standby.reap():
+                self._guardian.release(standby.pid)

@@ -1,0 +1,131 @@
+"""Warm restarts through the launcher: standbys take over restarted workers, exactly.
+
+Each test runs ``python -m rallypoint`` as a user would. Standby processes are
+found by their command line (the bootstrap's ``standby`` mode) among the
+processes carrying the test's mark.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from rallypoint.workers.command import BOOTSTRAP
+from tests.conftest import REPO, WORKERS, launcher_env, marked_pids, rallypoint, start_rallypoint
+
+pytestmark = pytest.mark.integration
+
+
+def standby_pids(mark: str) -> list[int]:
+    """Marked processes that are waiting standbys."""
+    found = []
+    for pid in marked_pids(mark):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[2:4] == [BOOTSTRAP.encode(), b"standby"]:
+            found.append(pid)
+    return found
+
+
+def wait_for_standbys(mark: str, count: int, seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while len(found := standby_pids(mark)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def _started(args: list[str], mark: str, tmp_path: Path) -> subprocess.Popen[str]:
+    env = launcher_env(mark, PID_DIR=str(tmp_path))
+    return start_rallypoint(["--standalone", *args], env)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("flags", "program", "expected"),
+    [
+        (["--max-restarts=1", "--warm=json"], [str(WORKERS / "sleeper.py")], 2),
+        (["--max-restarts=1", "--warm=off"], [str(WORKERS / "sleeper.py")], 0),
+        (["--max-restarts=1", "--warm=json", "--no-python"], ["sleep", "30"], 0),
+        (["--warm=json"], [str(WORKERS / "sleeper.py")], 0),  # no restart can come
+    ],
+    ids=["on", "off", "no-python", "no-restart-left"],
+)
+def test_who_gets_standbys(
+    flags: list[str], program: list[str], expected: int, mark: str, tmp_path: Path
+) -> None:
+    proc = _started(["--nproc-per-node=2", *flags, *program], mark, tmp_path)
+    try:
+        found = wait_for_standbys(mark, max(expected, 1), 3.0 if expected else 2.0)
+        assert len(found) == expected
+    finally:
+        _stop(proc)
+    assert not standby_pids(mark)
+
+
+def test_sigkill_of_the_agent_leaves_no_standby(mark: str, tmp_path: Path) -> None:
+    args = ["--nproc-per-node=2", "--max-restarts=1", "--warm=json", str(WORKERS / "sleeper.py")]
+    proc = _started(args, mark, tmp_path)
+    try:
+        assert len(wait_for_standbys(mark, 2, 10.0)) == 2
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    # the mark fixture fails the test if a worker or standby outlives it
+
+
+def _restarted_view(flags: list[str], mark: str, cwd: Path) -> dict[str, object]:
+    env = launcher_env(mark)
+    done = rallypoint(["--standalone", "--max-restarts=1", *flags], env, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("{")]
+    view: dict[str, object] = json.loads(line)
+    return view
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        [str(WORKERS / "warm_argv.py"), "a", "$$b"],
+        ["tests/workers/warm_argv.py", "relative"],
+        ["-m", "tests.workers.warm_argv", "m"],
+        ["--run-path", str(WORKERS / "warm_argv.py"), "rp"],
+    ],
+    ids=["script", "relative-script", "module", "run-path"],
+)
+def test_warm_and_cold_workers_see_the_same(target: list[str], mark: str) -> None:
+    cold = _restarted_view(["--warm=off", *target], mark, REPO)
+    warm = _restarted_view(["--warm=xml.dom.minidom", *target], mark, REPO)
+    assert cold.pop("preloaded") == {"xml.dom.minidom": False, "torch": False}
+    assert warm.pop("preloaded") == {"xml.dom.minidom": True, "torch": False}
+    assert warm == cold
+
+
+WARM_BOUND = 1.0  # seconds from the crash to the restarted workers past `import torch`
+
+
+@pytest.mark.torch
+def test_gloo_job_restarts_warm(mark: str, tmp_path: Path) -> None:
+    args = ["--standalone", "--nproc-per-node=2", "--max-restarts=1"]
+    done = rallypoint([*args, str(WORKERS / "warm_gloo.py"), str(tmp_path)], launcher_env(mark))
+    assert done.returncode == 0, done.stderr
+    crash = float((tmp_path / "crash").read_text())
+    records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for record in records:
+        assert (record["sum"], record["world"]) == (3.0, 2)  # the right result, at world 2
+        assert record["cuda_initialized"] is False  # the standby never touched the accelerator
+    after_import = max(r["imported"] for r in records) - crash
+    after_init = max(r["joined"] for r in records) - crash
+    print(f"crash to past `import torch`: {after_import * 1000:.0f} ms; ", end="")
+    print(f"to past init_process_group: {after_init * 1000:.0f} ms")
+    assert after_import < WARM_BOUND, "far more than a warm hand-over takes"
