@@ -335,12 +335,14 @@ class StoreConnection(asyncio.Protocol):
     def close(self) -> None:
         """Write what is queued, close the socket and end the session now."""
         self._cancel_timer()
+        self._decoder.discard()
         self.flush()
         self._transport.close()
         self._host.ended(self)
 
     def abort(self) -> None:
         """Close the socket at once, discarding unsent output."""
+        self._decoder.discard()
         self._out.clear()
         self._out_size = 0
         self._transport.abort()

@@ -241,6 +241,10 @@ class FrameDecoder:
         """Change the frame limit for the frames not taken yet (e.g. after a handshake)."""
         self._max_frame = max_frame
 
+    def discard(self) -> None:
+        """Drop every buffered byte (the connection is closing)."""
+        self._buffer.clear()
+
     def receive(self, data: bytes) -> None:
         """Buffer the next bytes of the stream (any length, including empty)."""
         self._buffer += data
