@@ -15,13 +15,13 @@ import pytest
 
 from tests.attack.harness import MIB, Probe, attacking, peak_rss, rss_of
 from tests.conftest import launcher_env
+from tests.harness import wait_until
 from tests.multinode.agents import (
     SCRIPTS,
     finish,
     free_port,
     read_lines,
     start_agent,
-    wait_for,
     wait_listening,
 )
 
@@ -48,7 +48,7 @@ def test_two_agent_job_runs_through_the_pre_handshake_attack(mark: str, tmp_path
     host = start_agent(agent_args(port, "127.0.0.1"), env, tmp_path / "a0")
     wait_listening("127.0.0.1", port)
     other = start_agent(agent_args(port, "127.0.0.2"), env, tmp_path / "a1")
-    wait_for(lambda: len(read_lines(tmp_path / "starts.jsonl")) == 2, 90, "both workers")
+    wait_until(lambda: len(read_lines(tmp_path / "starts.jsonl")) == 2, 90, "both workers")
     with Probe(port, run_id="job", secret="s3cret") as probe:
         baseline = rss_of(host.pid)
         with (

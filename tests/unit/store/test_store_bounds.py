@@ -11,6 +11,7 @@ import tracemalloc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.fakes import FakeClock
 
 from rallypoint.store import ErrorCode, LeaseNotFoundError, StoreRequestError
 from rallypoint.store._admission import Admission, AdmissionLimits, RefusalLog
@@ -243,14 +244,6 @@ def test_watch_index_matches_exactly_the_prefixes(
 # --- admission ------------------------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 class FakeConn:
     def __init__(self, peer: str) -> None:
         self.peer = peer
@@ -261,13 +254,13 @@ class FakeConn:
 
 
 def test_refusals_are_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
-    clock = FakeClock()
+    clock = FakeClock(start=0.0)
     log = RefusalLog(clock, interval=10.0)
     with caplog.at_level(logging.WARNING, logger="rallypoint.store._admission"):
         for i in range(1000):
-            clock.now = i * 0.01
             log.refused(f"peer{i}", "wrong secret")
-        clock.now = 10.5
+            clock.advance(0.01)
+        clock.advance(0.5)
         log.refused("late", "wrong secret")
     assert [r.getMessage() for r in caplog.records] == [
         "store refused peer0: wrong secret",
