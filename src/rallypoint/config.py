@@ -100,6 +100,7 @@ class LaunchConfig:
     rdzv_secret: bytes | None = field(default=None, repr=False)
     forward_signals: str = ""  # rallypoint only: passed on to the workers as notices
     warm_modules: tuple[str, ...] = ()  # standbys import these; () for no standbys
+    agent_store: bool = True  # False: worker rank 0 hosts torch's store (rendezvous/ports.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(

@@ -40,7 +40,6 @@ DOCUMENTED_DIFFERENCES = frozenset(
         "TORCHELASTIC_RUN_ID",  # a fresh uuid4 per run (standalone / auto-c10d)
         "MASTER_PORT",  # a free port picked per run
         "TORCHELASTIC_ERROR_FILE",  # under a fresh mkdtemp folder; shape compared
-        "TORCHELASTIC_USE_AGENT_STORE",  # torchrun "True", rallypoint "False"
         "TORCHELASTIC_TIMER_FILE",  # with file timers on: a fresh path per run; shape compared
     }
 )
@@ -330,9 +329,8 @@ def test_worker_env_and_argv_match_torchrun(case: Case, tmp_path: Path, mark: st
         assert 0 < int(master_port) < 65536, name
         if port is not None:
             assert master_port == str(port), name
-        want_agent_store = {"torchrun": "True", "rallypoint": "False"}[name]
         for rank, env in by_rank.items():
-            assert env["TORCHELASTIC_USE_AGENT_STORE"] == want_agent_store, (name, rank)
+            assert env["TORCHELASTIC_USE_AGENT_STORE"] == "True", (name, rank)
             error_file = env["TORCHELASTIC_ERROR_FILE"]
             assert error_file.startswith(f"{tmpdir}/"), f"{name}: {error_file} not under TMPDIR"
             tail = ERROR_FILE_TAIL.search(error_file)
@@ -386,6 +384,6 @@ def test_torch_import_injects_nothing(tmp_path: Path) -> None:
         "TORCHELASTIC_RUN_ID",
         "MASTER_PORT",
         "TORCHELASTIC_ERROR_FILE",
-        "TORCHELASTIC_USE_AGENT_STORE",
+        "TORCHELASTIC_TIMER_FILE",
     }
     assert expected_allow_list == ALLOWED_TO_DIFFER

@@ -93,7 +93,7 @@ def test_connections_after_a_reset_see_a_fresh_store_and_older_ones_keep_theirs(
         old.sendall(encode_request(Set(b"k", b"stale")))
         old.sendall(encode_request(NumKeys()))
         assert _recv(old, 8) == struct.pack("<q", 1)
-        host.reset()
+        host.fresh_store()
         with _connect(host) as new:
             new.sendall(encode_request(Get(b"k")))
             assert _recv(new, 8) == struct.pack("<Q", 0)

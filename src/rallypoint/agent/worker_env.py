@@ -2,8 +2,9 @@
 
 Every value is a string. Workers inherit the launcher's whole environment
 (``base``), then these keys are set on top, as torchrun does.
-``TORCHELASTIC_USE_AGENT_STORE`` is ``"False"``: worker rank 0 hosts torch's
-store on the port the agent reserved (see docs/differences.md).
+``TORCHELASTIC_USE_AGENT_STORE`` is ``"True"``, as under torchrun: the agent
+serves torch's store on MASTER_PORT; ``"False"`` when worker rank 0 hosts it
+instead (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``, see rendezvous/ports.py).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def worker_env(
             "TORCHELASTIC_RESTART_COUNT": str(place.restart_count),
             "TORCHELASTIC_MAX_RESTARTS": str(config.max_restarts),
             "TORCHELASTIC_RUN_ID": config.run_id,
-            "TORCHELASTIC_USE_AGENT_STORE": "False",
+            "TORCHELASTIC_USE_AGENT_STORE": str(config.agent_store),
             "TORCH_NCCL_ASYNC_ERROR_HANDLING": base.get("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1"),
             "TORCHELASTIC_ERROR_FILE": place.error_file,
         }

@@ -148,6 +148,9 @@ def _shutdown_timeout(raw: RawArgs, environ: Mapping[str, str]) -> int:
         raise ConfigError(f"TORCH_ELASTIC_SHUTDOWN_TIMEOUT={text!r} must be an integer") from None
 
 
+WORKER_HOSTED_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"  # torchrun's own switch
+
+
 def _config(
     raw: RawArgs, environ: Mapping[str, str], devices: DeviceCounter, new_id: Callable[[], str]
 ) -> LaunchConfig:
@@ -190,6 +193,7 @@ def _config(
         numa_binding=raw.numa_binding,
         rdzv_secret=_secret(conf, environ),
         forward_signals=raw.forward_signals or "",
+        agent_store=environ.get(WORKER_HOSTED_STORE_ENV, "0") != "1",
     )
 
 

@@ -35,7 +35,7 @@ from rallypoint.errors import (
 from rallypoint.rendezvous.coordinator import Coordinator
 from rallypoint.rendezvous.machine import Change, RunningDecision, Settings, result_from
 from rallypoint.rendezvous.mirror import StoreMirror
-from rallypoint.rendezvous.ports import PortReservation
+from rallypoint.rendezvous.ports import MasterPort
 from rallypoint.rendezvous.records import (
     ASSIGN_PREFIX,
     CLOSED_KEY,
@@ -93,7 +93,7 @@ class StoreRendezvous:
         settings: Settings,
         timeouts: Timeouts,
         clock: Clock,
-        reservation: PortReservation | None = None,
+        reservation: MasterPort | None = None,
         coordinator: CoordinatorFactory = Coordinator,
     ) -> None:
         self._client, self._server, self.me = client, server, me
@@ -224,7 +224,13 @@ class StoreRendezvous:
         return self._mirror.one(ROUND_KEY, decode_header)
 
     async def next_round(self) -> RendezvousResult:
-        """Join the next round and wait until it completes with this node in it."""
+        """Join the next round and wait until it completes with this node in it.
+
+        The torch store this node serves starts afresh first, before any worker of the
+        round can exist, wherever group rank 0 of the round turns out to be.
+        """
+        if self._reservation is not None:
+            self._reservation.fresh_store()
         deadline = self._clock.monotonic() + self._timeouts.join
         header = self._header()
         target = 0 if header is None else header.round + 1

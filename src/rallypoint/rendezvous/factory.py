@@ -181,13 +181,13 @@ async def open_rendezvous(config: LaunchConfig, host_name: str, clock: Clock) ->
     if config.max_nodes == 1:
         return SingleNodeRendezvous(config, host_name)
     from rallypoint.rendezvous.dynamic import StoreRendezvous
-    from rallypoint.rendezvous.ports import PortReservation
+    from rallypoint.rendezvous.ports import open_master_port
     from rallypoint.rendezvous.records import NodeRecord
 
     timeouts = timeouts_of(config)
     client, server, (host, port) = await _store_of(config, timeouts, clock)
     addr = config.local_addr or route_address(host, port)
-    reservation = PortReservation.reserve(0)
+    reservation = open_master_port(0, config.agent_store)
     me = NodeRecord(
         f"{addr}_{os.getpid()}_{os.urandom(3).hex()}",
         addr,

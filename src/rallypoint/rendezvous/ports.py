@@ -1,21 +1,71 @@
-"""Reserve the port worker rank 0 will serve torch's store on.
+"""The port at MASTER_ADDR:MASTER_PORT, and who serves torch's store on it.
 
-Design note: the agent does not import torch, so it cannot host torch's
-TCPStore itself (torchrun's agent does). Worker rank 0 hosts it instead
-(``TORCHELASTIC_USE_AGENT_STORE=False``). To make sure nothing else takes the
-port between the agent's choice and the worker's bind, the agent keeps a
-socket bound to it, with ``SO_REUSEADDR`` and never listening, for as long as
-the job runs. Linux then refuses the port to every other bind and to outgoing
-connections, but lets a listener that also sets ``SO_REUSEADDR`` bind it --
-which torch's TCPStore does, in both its libuv and classic servers.
+Design note: by default the agent serves torch's store itself, torch-free
+(:mod:`rallypoint.torchstore`), as torchrun's agent does, so the workers get
+``TORCHELASTIC_USE_AGENT_STORE=True``. Every agent opens that port when it starts
+and keeps it for the whole job; whichever agent becomes group rank 0 of a round
+is the one its workers reach. Before this node joins a round it starts a fresh
+store generation (:meth:`MasterPort.fresh_store`): every worker of the next
+attempt connects after that, so none of them can read a key of an earlier attempt,
+and a worker of an earlier attempt still alive keeps its own, older generation.
+
+Opt-in, for jobs whose store traffic one Python thread cannot carry (see
+``bench/README.md``): ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``, torchrun's own
+switch, makes worker rank 0 host torch's store inside ``init_process_group``
+(``TORCHELASTIC_USE_AGENT_STORE=False``). The agent then only reserves the port:
+it keeps a socket bound to it, with ``SO_REUSEADDR`` and never listening, for as
+long as the job runs. Linux then refuses the port to every other bind and to
+outgoing connections, but lets a listener that also sets ``SO_REUSEADDR`` bind
+it -- which torch's TCPStore does, in both its libuv and classic servers.
 """
 
 from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from typing import Protocol
 
 from rallypoint.errors import LaunchError
+
+
+class MasterPort(Protocol):
+    """The port this node offers as MASTER_PORT, served or reserved."""
+
+    @property
+    def port(self) -> int:
+        """The port number."""
+        ...
+
+    def fresh_store(self) -> None:
+        """Workers that connect from now on find an empty store."""
+        ...
+
+    def release(self) -> None:
+        """Give the port back (and stop serving it)."""
+        ...
+
+
+def _taken(port: int, exc: OSError) -> LaunchError:
+    return LaunchError(
+        f"MASTER_PORT {port} is already in use on this node "
+        f"({exc.strerror}); choose another --master-port"
+    )
+
+
+def open_master_port(port: int, agent_store: bool) -> MasterPort:
+    """Serve torch's store on ``port`` (0: any free port), or only reserve it.
+
+    Raises:
+        LaunchError: the port is already taken.
+    """
+    if not agent_store:
+        return PortReservation.reserve(port)
+    from rallypoint.torchstore.host import TorchStoreHost
+
+    try:
+        return TorchStoreHost.listen(port)
+    except OSError as exc:
+        raise _taken(port, exc) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,16 +87,16 @@ class PortReservation:
             sock.bind(("", port))
         except OSError as exc:
             sock.close()
-            raise LaunchError(
-                f"MASTER_PORT {port} is already in use on this node "
-                f"({exc.strerror}); choose another --master-port"
-            ) from exc
+            raise _taken(port, exc) from exc
         return cls(sock)
 
     @property
     def port(self) -> int:
         """The reserved port number."""
         return int(self.sock.getsockname()[1])
+
+    def fresh_store(self) -> None:
+        """Nothing to do: each attempt's worker rank 0 starts its own store."""
 
     def release(self) -> None:
         """Give the port back."""

@@ -3,7 +3,8 @@
 Covers ``--standalone``, torchrun's automatic single-node c10d, and static
 rendezvous with ``--nnodes=1``. MASTER_ADDR follows torchrun: ``--master-addr``
 verbatim for static, else ``--local-addr`` or this host's FQDN. The port stays
-the same for every round, as torchrun's does.
+the same for every round, as torchrun's does;
+the agent serves torch's store on it (see ``ports.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rallypoint.config import LaunchConfig
-from rallypoint.rendezvous.ports import PortReservation
+from rallypoint.rendezvous.ports import open_master_port
 from rallypoint.rendezvous.result import RendezvousResult
 
 if TYPE_CHECKING:
@@ -26,12 +27,14 @@ class SingleNodeRendezvous:
         self._config = config
         static = config.rdzv_backend == "static"
         self._addr = (config.master_addr or "127.0.0.1") if static else host
-        self._ports = PortReservation.reserve(config.master_port or 0 if static else 0)
+        port = config.master_port or 0 if static else 0
+        self._ports = open_master_port(port, config.agent_store)
         self._round = 0
         self._restarts = 0
 
     async def next_round(self) -> RendezvousResult:
-        """The next round: this node alone."""
+        """The next round: this node alone, with a fresh torch store."""
+        self._ports.fresh_store()
         return self.round_now()
 
     def round_now(self) -> RendezvousResult:
@@ -78,9 +81,9 @@ class SingleNodeRendezvous:
         """Nobody to wait for."""
 
     async def close(self) -> None:
-        """Release the reserved port."""
+        """Release the master port."""
         self.release()
 
     def release(self) -> None:
-        """Release the reserved port (callable without an event loop)."""
+        """Release the master port (callable without an event loop)."""
         self._ports.release()

@@ -11,7 +11,7 @@ reasons: a single-node launch spawns its first workers before the agent's loop e
 store by a loop busy with log lines; and the rendezvous that owns the port can keep it,
 and the store, across every round without the supervisor knowing.
 
-``reset`` is a plain attribute swap on the server (atomic under the interpreter lock), so
+``fresh_store`` is a plain attribute swap on the server (atomic under the interpreter lock), so
 it may be called from any thread; connections accepted afterwards see a fresh store.
 """
 
@@ -70,7 +70,7 @@ class TorchStoreHost:
         """Bind and listen on ``port`` now, and serve it from a new thread."""
         return cls(listening_socket(port), limits)
 
-    def reset(self) -> None:
+    def fresh_store(self) -> None:
         """Start a fresh store for the next attempt's workers (callable from any thread)."""
         self.server.reset()
 
