@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 from collections.abc import Iterator
 
 import pytest
 
+from rallypoint.rendezvous.shared_port import SharedPort
+from rallypoint.store import StoreClient, StoreServer
 from rallypoint.torchstore.host import TorchStoreHost
 from rallypoint.torchstore.server import ServerLimits
 from rallypoint.torchstore.wire import (
@@ -107,3 +110,40 @@ def test_a_wait_is_answered_by_a_write_on_another_connection(host: TorchStoreHos
         waiter.sendall(encode_request(Wait((b"a", b"b"))))
         writer.sendall(encode_request(Set(b"a", b"")) + encode_request(Set(b"b", b"")))
         assert _recv(waiter, 1) == b"\x00"
+
+
+def test_one_port_serves_both_stores_told_apart_by_the_first_byte() -> None:
+    asyncio.run(_both_stores_on_one_port())
+
+
+async def _both_stores_on_one_port() -> None:
+    store = StoreServer("127.0.0.1", 0, "job", None)
+    shared = SharedPort.open("127.0.0.1", 0, store)
+    shared.start()
+    loop = asyncio.get_running_loop()
+    try:
+        client = await StoreClient.connect("127.0.0.1", shared.port, "job", None, timeout=10)
+        await client.put("k", "ours")
+        torch_side = await loop.run_in_executor(None, _torch_ping, shared.port)
+        assert torch_side == struct.pack("<I", 7)
+        got = await client.get("k")
+        assert got is not None
+        assert got.value == "ours"
+        await client.close()
+        stranger = await loop.run_in_executor(None, _stranger_closed, shared.port)
+        assert stranger
+    finally:
+        await store.close()
+        shared.release()
+
+
+def _torch_ping(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(HELLO + encode_request(Ping(7)))
+        return _recv(sock, 4)
+
+
+def _stranger_closed(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        return _closed(sock)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.compat._helpers import SCRIPTS as COMPAT_SCRIPTS
 from tests.conftest import launcher_env
 from tests.harness import wait_until
 from tests.multinode.agents import (
@@ -61,6 +62,30 @@ def test_agents_all_reduce_with_torchruns_ranks(
     assert {r["MASTER_ADDR"] for r in seen} == {"127.0.0.1"}
 
 
+@pytest.mark.parametrize("method", ["env", "tcp"])
+def test_the_agents_store_serves_8_gloo_workers_on_two_agents(
+    mark: str, tmp_path: Path, method: str
+) -> None:
+    """TCPStore(is_master=False) before init_process_group, 4 + 4 workers (as torchrun)."""
+    port, env = free_port(), launcher_env(mark)
+    script = [str(COMPAT_SCRIPTS / "agent_store.py"), method]
+    agents = []
+    for i in range(2):
+        args = c10d("2", port, f"127.0.0.{i + 1}", 4, *script)
+        agents.append(start_agent(args, env, tmp_path / f"agent{i}"))
+        if i == 0:
+            wait_listening("127.0.0.1", port)
+    assert finish(agents, 240) == [0, 0], (tmp_path / "agent1.err").read_text()
+    lines = [
+        json.loads(line)
+        for i in range(2)
+        for line in (tmp_path / f"agent{i}.out").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    assert sorted(line["rank"] for line in lines) == list(range(8))
+    assert {(tuple(line["seen"]), line["sum"]) for line in lines} == {(("0:8",) * 8, 28.0)}
+
+
 def test_static_rendezvous_with_node_ranks(mark: str, tmp_path: Path) -> None:
     port, env = free_port(), launcher_env(mark, OUT_DIR=str(tmp_path))
     common = [
@@ -88,6 +113,8 @@ def test_static_rendezvous_with_node_ranks(mark: str, tmp_path: Path) -> None:
     }
     assert {r["sum"] for r in seen} == {10.0}
     assert {r["MASTER_ADDR"] for r in seen} == {"127.0.0.1"}
+    # as torchrun: the workers' store shares --master-port with the agents' rendezvous
+    assert {r["MASTER_PORT"] for r in seen} == {str(port)}
 
 
 def test_late_node_scales_up_without_spending_a_restart(mark: str, tmp_path: Path) -> None:
@@ -96,7 +123,7 @@ def test_late_node_scales_up_without_spending_a_restart(mark: str, tmp_path: Pat
     script = str(SCRIPTS / "elastic.py")
     conf = "--rdzv-conf=last_call_timeout=1"
     first = start_agent(c10d("1:2", port, "127.0.0.1", 1, conf, script), env, tmp_path / "a0")
-    wait_until(lambda: read_lines(tmp_path / "starts.jsonl"), 60, "the first worker")
+    wait_until(lambda: read_lines(tmp_path / "stores.jsonl"), 60, "the first worker's store mark")
     second = start_agent(c10d("1:2", port, "127.0.0.2", 1, conf, script), env, tmp_path / "a1")
     assert finish([first, second], 120) == [0, 0], (tmp_path / "a0.err").read_text()
     starts = read_lines(tmp_path / "starts.jsonl")
@@ -106,6 +133,14 @@ def test_late_node_scales_up_without_spending_a_restart(mark: str, tmp_path: Pat
     assert "waiting to join" in (tmp_path / "a0.err").read_text()
     finished = read_lines(tmp_path / "finished.jsonl")
     assert sorted(f["RANK"] for f in finished) == ["0", "1"]
+    assert_no_key_leaked(tmp_path, {"1", "2"})
+
+
+def assert_no_key_leaked(out: Path, worlds: set[str]) -> None:
+    """Every attempt's workers found only their own world's marks in the agent's store."""
+    stores = read_lines(out / "stores.jsonl")
+    assert {s["WORLD_SIZE"] for s in stores} == worlds
+    assert [s for s in stores if s["leaked"]] == []
 
 
 def test_sigkill_of_an_agent_shrinks_the_job(mark: str, tmp_path: Path) -> None:
@@ -118,7 +153,7 @@ def test_sigkill_of_an_agent_shrinks_the_job(mark: str, tmp_path: Path) -> None:
         agents.append(start_agent(args, env, tmp_path / f"a{i}"))
         if i == 0:
             wait_listening("127.0.0.1", port)
-    wait_until(lambda: len(read_lines(tmp_path / "starts.jsonl")) == 3, 60, "three workers")
+    wait_until(lambda: len(read_lines(tmp_path / "stores.jsonl")) == 3, 60, "three store marks")
     os.kill(agents[2].pid, signal.SIGKILL)
     killed_at = time.time()
     assert finish(agents[:2], 120) == [0, 0], (tmp_path / "a0.err").read_text()
@@ -126,6 +161,7 @@ def test_sigkill_of_an_agent_shrinks_the_job(mark: str, tmp_path: Path) -> None:
     restarted = [s for s in read_lines(tmp_path / "starts.jsonl") if s["WORLD_SIZE"] == "2"]
     assert len(restarted) == 2
     assert all(s["TORCHELASTIC_RESTART_COUNT"] == "0" for s in restarted)
+    assert_no_key_leaked(tmp_path, {"3", "2"})
     delay = min(float(s["time"]) for s in restarted) - killed_at
     assert delay < 10, f"survivors restarted {delay:.2f} s after the kill"
     (tmp_path / "kill_to_restart.txt").write_text(f"{delay:.3f}\n")

@@ -31,6 +31,7 @@ from rallypoint.rendezvous.single import SingleNodeRendezvous
 if TYPE_CHECKING:
     from rallypoint.rendezvous.dynamic import Timeouts
     from rallypoint.rendezvous.machine import Settings
+    from rallypoint.rendezvous.shared_port import SharedPort
     from rallypoint.store import KeyValueStore, StoreServer
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,27 @@ async def _try_host(config: LaunchConfig, host: str, port: int) -> StoreServer |
     return server
 
 
+def _shared_host(
+    config: LaunchConfig, host: str, port: int
+) -> tuple[StoreServer, SharedPort] | None:
+    """Static node rank 0 with the agent's torch store: both stores on ``--master-port``."""
+    if config.rdzv_backend != "static" or config.node_rank != 0 or not config.agent_store:
+        return None
+    from rallypoint.rendezvous.shared_port import SharedPort
+    from rallypoint.store import StoreServer
+
+    server = StoreServer(host, port, config.run_id, config.rdzv_secret)
+    try:
+        shared = SharedPort.open(host, port, server)
+    except OSError as exc:
+        raise RendezvousLostError(
+            f"cannot host the rendezvous store at {host}:{port}: {exc.strerror}"
+        ) from exc
+    shared.start()
+    logger.info("hosting the rendezvous store and torch's store at %s:%d", host, port)
+    return server, shared
+
+
 async def _retrying(
     connect: Callable[[], Awaitable[KeyValueStore]], what: str, join_timeout: float, clock: Clock
 ) -> KeyValueStore:
@@ -135,8 +157,12 @@ async def _retrying(
 
 async def _store_of(
     config: LaunchConfig, timeouts: Timeouts, clock: Clock
-) -> tuple[KeyValueStore, StoreServer | None, tuple[str, int]]:
-    """Connect to the job's store: etcd, or the built-in one (hosting it if it is ours)."""
+) -> tuple[KeyValueStore, StoreServer | None, tuple[str, int], SharedPort | None]:
+    """Connect to the job's store: etcd, or the built-in one (hosting it if it is ours).
+
+    Static node rank 0 serves torch's store on the same port (the last item, see
+    ``shared_port.py``), so that MASTER_PORT is ``--master-port`` as under torchrun.
+    """
     if config.rdzv_backend in ETCD_BACKENDS:
         from rallypoint.store.etcd.config import connect_from_config, parse_endpoints
 
@@ -149,19 +175,20 @@ async def _store_of(
             timeouts.join,
             clock,
         )
-        return store, None, endpoints[0]
+        return store, None, endpoints[0], None
     from rallypoint.store import StoreClient
 
     host, port = _endpoint(config)
-    server = await _try_host(config, host, port)
-    bound = server.port if server else port
+    shared = _shared_host(config, host, port)
+    server = shared[0] if shared else await _try_host(config, host, port)
+    bound = server.port if server is not None and shared is None else port
     client = await _retrying(
         lambda: StoreClient.connect(host, bound, config.run_id, config.rdzv_secret, timeout=10.0),
         f"the rendezvous store at {host}:{bound}",
         timeouts.join,
         clock,
     )
-    return client, server, (host, port)
+    return client, server, (host, port), shared[1] if shared else None
 
 
 def _settings(config: LaunchConfig, timeouts: Timeouts) -> Settings:
@@ -185,9 +212,9 @@ async def open_rendezvous(config: LaunchConfig, host_name: str, clock: Clock) ->
     from rallypoint.rendezvous.records import NodeRecord
 
     timeouts = timeouts_of(config)
-    client, server, (host, port) = await _store_of(config, timeouts, clock)
+    client, server, (host, port), shared = await _store_of(config, timeouts, clock)
     addr = config.local_addr or route_address(host, port)
-    reservation = open_master_port(0, config.agent_store)
+    reservation = shared or open_master_port(0, config.agent_store)
     me = NodeRecord(
         f"{addr}_{os.getpid()}_{os.urandom(3).hex()}",
         addr,

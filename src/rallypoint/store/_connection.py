@@ -43,6 +43,7 @@ from typing import Protocol
 from rallypoint.store._errors import StoreProtocolError
 from rallypoint.store.wire import (
     CLIENT_MESSAGES,
+    PREAMBLE,
     PROTOCOL_VERSION,
     REQUEST_BUDGET,
     Challenge,
@@ -165,6 +166,7 @@ class StoreConnection(asyncio.Protocol):
         self._holds: set[_Hold] = set()
         self._backlogged = False
         self._next_turn: asyncio.Handle | None = None
+        self._head: bytes | None = b""  # until the preamble is seen or ruled out
 
     # --- asyncio.Protocol callbacks ----------------------------------------------------
 
@@ -183,11 +185,24 @@ class StoreConnection(asyncio.Protocol):
         self.send(Challenge(self._nonce, PROTOCOL_VERSION))
 
     def data_received(self, data: bytes) -> None:
+        if self._head is not None:  # the first bytes: a client's PREAMBLE, or not
+            data = self._skip_preamble(data)
+            if not data:
+                return
         self._decoder.receive(data)
         if self._next_turn is None:
             self._take_turn()
         elif self._decoder.buffered > _MAX_BACKLOG:  # it sends faster than its turns come
             self._hold(_Hold.TURN)
+
+    def _skip_preamble(self, data: bytes) -> bytes:
+        """Drop the client's PREAMBLE from the stream's start; keep all else for the decoder."""
+        head = (self._head or b"") + data
+        if len(head) < len(PREAMBLE) and PREAMBLE.startswith(head):
+            self._head = head  # wait for the rest of it
+            return b""
+        self._head = None
+        return head.removeprefix(PREAMBLE)
 
     def eof_received(self) -> bool:
         if self._nonce is not None:

@@ -40,6 +40,7 @@ from rallypoint.store.api import CasResult, RangeResult, held_lease
 from rallypoint.store.secret import make_proof
 from rallypoint.store.wire import (
     DEFAULT_MAX_FRAME,
+    PREAMBLE,
     SERVER_MESSAGES,
     AddReply,
     AddRequest,
@@ -132,6 +133,7 @@ class StoreClient:
             StoreProtocolError: the store spoke something else.
         """
         reader, writer = await _open(host, port, timeout)
+        writer.write(PREAMBLE)
         client = cls(reader, writer, timeout, max_frame)
         try:
             async with asyncio.timeout(timeout):

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 
 from rallypoint.clock import SystemClock
 from rallypoint.store import _handlers as handlers
@@ -131,6 +132,10 @@ class StoreServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._service.accept, self._host, self._port)
         logger.info("store for run %s listening on %s:%d", self._run_id, self._host, self.port)
+
+    async def adopt(self, sock: socket.socket) -> None:
+        """Serve a connection accepted elsewhere (a port shared with torch's store)."""
+        await asyncio.get_running_loop().connect_accepted_socket(self._service.accept, sock)
 
     async def close(self) -> None:
         """Stop listening, drop every connection and cancel the lease timer."""

@@ -82,6 +82,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "INT64_MAX",
     "INT64_MIN",
+    "PREAMBLE",
     "PROTOCOL_VERSION",
     "REPLY_BUDGET",
     "REQUEST_BUDGET",
@@ -121,6 +122,11 @@ __all__ = [
 ]
 
 DEFAULT_MAX_FRAME: Final = 16 << 20  # a round of 10,000 nodes fits; see docs/store.md
+PREAMBLE: Final = b"RPS1"
+"""What a client sends first, before any frame: it tells our store from torch's on a shared
+port (torch's client opens with a zero byte; see ``rendezvous/shared_port.py``). As a frame
+header it would announce 1.3 GB, beyond any ``max_frame``, so a server can recognise and
+skip it; servers accept connections without it too."""
 PROTOCOL_VERSION: Final = 1
 _HEADER = struct.Struct(">I")
 

@@ -53,12 +53,13 @@ class TorchStoreHost:
     """torch's store, served from its own thread on a port bound at construction.
 
     Args:
-        sock: the listening socket (see ``listening_socket``).
+        sock: the listening socket (see ``listening_socket``), or None when another
+            listener hands connections over with ``adopt``.
         limits: the server's bounds.
     """
 
-    def __init__(self, sock: socket.socket, limits: ServerLimits | None = None) -> None:
-        self.port = int(sock.getsockname()[1])
+    def __init__(self, sock: socket.socket | None, limits: ServerLimits | None = None) -> None:
+        self.port = 0 if sock is None else int(sock.getsockname()[1])
         self.server = TorchStoreServer(sock, limits)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -73,6 +74,14 @@ class TorchStoreHost:
     def fresh_store(self) -> None:
         """Start a fresh store for the next attempt's workers (callable from any thread)."""
         self.server.reset()
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve ``sock``, a connection accepted elsewhere (callable from any thread)."""
+        self._ready.wait(timeout=10)
+        if self._loop is None:
+            sock.close()
+            return
+        asyncio.run_coroutine_threadsafe(self.server.adopt(sock), self._loop)
 
     def release(self) -> None:
         """Stop serving, close every connection and the port, and join the thread."""

@@ -64,11 +64,12 @@ class TorchStoreServer:
     """Serves torch's store on an already listening socket.
 
     Args:
-        sock: a bound, listening TCP socket; the server owns it from now on.
+        sock: a bound, listening TCP socket, which the server owns from now on; or None
+            for a server that only takes the connections handed to ``adopt``.
         limits: the server's bounds.
     """
 
-    def __init__(self, sock: socket.socket, limits: ServerLimits | None = None) -> None:
+    def __init__(self, sock: socket.socket | None, limits: ServerLimits | None = None) -> None:
         self._sock = sock
         self.limits = limits or ServerLimits()
         self.state = TorchStoreState()
@@ -80,8 +81,13 @@ class TorchStoreServer:
 
     async def start(self) -> None:
         """Start accepting connections (queued ones included)."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._accept, sock=self._sock)
+        if self._sock is not None:
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(self._accept, sock=self._sock)
+
+    async def adopt(self, sock: socket.socket) -> None:
+        """Serve a connection accepted elsewhere (see ``rendezvous/shared_port.py``)."""
+        await asyncio.get_running_loop().connect_accepted_socket(self._accept, sock)
 
     def reset(self) -> None:
         """Give connections accepted from now on a fresh, empty store."""

@@ -2,13 +2,17 @@
 
 Appends one JSON line per worker start to ``$OUT_DIR/starts.jsonl`` (time, world size,
 restart count, rank) and one per finish to ``$OUT_DIR/finished.jsonl``. A gloo error
-(a peer vanished) exits 1, as a real training script would.
+(a peer vanished) exits 1, as a real training script would. Before ``init_process_group``
+each worker marks its world size in the launcher's store at MASTER_ADDR:MASTER_PORT and
+appends to ``$OUT_DIR/stores.jsonl`` the marks of any *other* world size it finds there,
+which would have leaked from an earlier attempt.
 """
 
 import json
 import os
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 started = time.time()
@@ -21,6 +25,14 @@ with (out / "starts.jsonl").open("a") as log:
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+world = os.environ["WORLD_SIZE"]
+master = (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+store = dist.TCPStore(*master, is_master=False, timeout=timedelta(seconds=60))
+store.set(f"world/{world}/{info['RANK']}", "1")
+marks = [k for k in store.list_keys() if k.startswith("world/")]
+leaked = sorted(k for k in marks if not k.startswith(f"world/{world}/"))
+with (out / "stores.jsonl").open("a") as log:
+    log.write(json.dumps({"leaked": leaked, **info}) + "\n")
 dist.init_process_group("gloo")
 try:
     for _ in range(int(os.environ.get("STEPS", "30"))):
