@@ -28,7 +28,7 @@ __all__ = ["TorchStoreHost", "listening_socket"]
 
 logger = logging.getLogger(__name__)
 
-BACKLOG = 4096  # a whole node's workers (and more) may connect at the same instant
+BACKLOG = ServerLimits().backlog  # the server listens again with its limits' backlog
 
 
 def listening_socket(port: int) -> socket.socket:

@@ -53,11 +53,14 @@ class ServerLimits:
         request: the bounds of one request.
         handshake_timeout: seconds a new connection may take to validate.
         max_write_buffer: bytes of unread output after which a client is dropped.
+        backlog: connections the kernel queues before they are accepted; every worker of a
+            node may connect at the same instant, and a full queue resets them.
     """
 
     request: Limits = DEFAULT_LIMITS
     handshake_timeout: float = 60.0
     max_write_buffer: int = 64 << 20
+    backlog: int = 4096
 
 
 class TorchStoreServer:
@@ -83,7 +86,9 @@ class TorchStoreServer:
         """Start accepting connections (queued ones included)."""
         if self._sock is not None:
             loop = asyncio.get_running_loop()
-            self._server = await loop.create_server(self._accept, sock=self._sock)
+            # asyncio listens again, with its own backlog of 100 unless told otherwise
+            backlog = self.limits.backlog
+            self._server = await loop.create_server(self._accept, sock=self._sock, backlog=backlog)
 
     async def adopt(self, sock: socket.socket) -> None:
         """Serve a connection accepted elsewhere (see ``rendezvous/shared_port.py``)."""
