@@ -23,3 +23,13 @@ def test_save_crash_restore_never_reads_the_previous_attempts_keys(
     assert {f"1_{r}" for r in range(3)} <= set(records), sorted(records)
     assert {record["sum"] for record in records.values()} == {6.0}
     assert [name for name, record in records.items() if record["leaked"]] == [], run
+
+
+def test_worker_rank_0_hosts_torchs_store_when_asked(mark: str, tmp_path: Path) -> None:
+    env = launcher_env(mark, OUT_DIR=str(tmp_path), TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
+    script = Path(__file__).parents[1] / "multinode" / "scripts" / "allreduce.py"
+    done = rallypoint(["--nproc-per-node=2", str(script)], env, timeout=240)
+    assert done.returncode == 0, done.stderr
+    seen = [json.loads(p.read_text()) for p in tmp_path.glob("0_*.json")]
+    assert {r["sum"] for r in seen} == {3.0}
+    assert len({r["MASTER_PORT"] for r in seen}) == 1

@@ -167,3 +167,11 @@ def test_etcd_endpoints_are_checked_with_their_default_port(script: str) -> None
         ["--nnodes=2", "--rdzv-backend=etcd", "--rdzv-endpoint=https://a,[::1]:2380", script]
     ).config
     assert config.rdzv_endpoint == "https://a,[::1]:2380"
+
+
+@pytest.mark.parametrize(("value", "agent_store"), [(None, True), ("0", True), ("1", False)])
+def test_torchruns_switch_gives_torch_store_hosting_to_worker_rank_0(
+    script: str, value: str | None, agent_store: bool
+) -> None:
+    env = {} if value is None else {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": value}
+    assert launch([script], env).config.agent_store is agent_store

@@ -82,3 +82,8 @@ def test_the_timer_pipe_is_given_only_when_timers_are_on() -> None:
     place = WorkerPlace(0, 0, "/e.json", "/tmp/watchdog_timer_x")
     assert worker_env(cfg, RDZV, place, {})["TORCHELASTIC_TIMER_FILE"] == "/tmp/watchdog_timer_x"
     assert "TORCHELASTIC_TIMER_FILE" not in env_of(0)
+
+
+def test_worker_rank_0_hosting_is_told_to_the_workers() -> None:
+    assert env_of(0)["TORCHELASTIC_USE_AGENT_STORE"] == "True"
+    assert env_of(0, agent_store=False)["TORCHELASTIC_USE_AGENT_STORE"] == "False"
