@@ -10,7 +10,9 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src" / "rallypoint"
 LAYERS: dict[str, int] = {
     "errors": 1,
-    **dict.fromkeys(("signals", "endpoints", "clock", "ids", "tasks", "devices", "hostlist"), 2),
+    **dict.fromkeys(
+        ("signals", "endpoints", "clock", "ids", "tasks", "devices", "hostlist", "values"), 2
+    ),
     "config": 3,
     **dict.fromkeys(("store", "torchstore", "workers", "logs", "events", "health", "hangs"), 4),
     **dict.fromkeys(("rendezvous", "failures"), 5),

@@ -32,7 +32,9 @@ from __future__ import annotations
 import enum
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+
+from rallypoint.values import value
 
 RESTART_GRACE = 30.0  # torchrun stops a failed group with a fixed 30 s grace
 
@@ -74,7 +76,7 @@ class Ending(enum.Enum):
     LOST = "lost"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Settings:
     """The configuration the policy decides with."""
 
@@ -87,19 +89,19 @@ class Settings:
 # --- events (what the driver saw) ---------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Begin:
     """The driver starts; ``prestarted`` when attempt 0's workers already run."""
 
     prestarted: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RoundJoined:
     """The round asked for by :class:`JoinRound` formed with this node in it."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Exited:
     """A worker of attempt ``attempt`` ended."""
 
@@ -108,59 +110,59 @@ class Exited:
     succeeded: bool
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Signalled:
     """The agent received a handled signal."""
 
     signum: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Noticed:
     """The agent received a notice signal (``--forward-signals``): the job goes on."""
 
     signum: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class MembershipChanged:
     """The round this node runs no longer holds (a node left, restarts or waits to join)."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class JobClosed:
     """Another node ended the job."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class StoreLost:
     """This node lost the rendezvous store (or its lease)."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Gathered:
     """Every event queued before :class:`GatherQueued` has been fed."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Stopped:
     """The stop begun by :class:`StopWorkers` is over: every worker ended."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RestartCounted:
     """The job-wide restart count after :class:`SpendRestart`."""
 
     count: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Finished:
     """The bounded wait of :class:`Finish` for the other nodes is over."""
 
@@ -197,26 +199,26 @@ EVENT_TYPES: tuple[type[Event], ...] = (
 # --- actions (what the driver does) -------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class JoinRound:
     """Join the next round; feed :class:`RoundJoined` when it formed."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class StartWorkers:
     """Start (or adopt, if prestarted) the workers of attempt ``attempt``."""
 
     attempt: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class GatherQueued:
     """Feed every event already queued, then :class:`Gathered` (``pid`` failed first)."""
 
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class StopWorkers:
     """Send ``signum`` to every worker's group, SIGKILL what is left at ``deadline``."""
 
@@ -224,62 +226,62 @@ class StopWorkers:
     deadline: float  # monotonic seconds
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ForwardNotice:
     """Send ``signum`` to every running worker's group; nothing is stopped."""
 
     signum: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DropNotice:
     """Say the notice ``signum`` reached no worker (none runs, or they are being stopped)."""
 
     signum: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class HastenStop:
     """SIGKILL what is left of the stop in progress now."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ReportFailure:
     """Build the failure report: ``failed`` pids failed on their own, the rest were stopped."""
 
     failed: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SpendRestart:
     """Count one failure restart job-wide; feed :class:`RestartCounted`."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RestartFree:
     """Say the workers restart because the round changed; no restart is spent."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RestartSpent:
     """Say the workers restart after a failure; this is restart ``count``."""
 
     count: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Finish:
     """Report success and wait (bounded) for the other nodes; feed :class:`Finished`."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class GiveUp:
     """The restart budget is spent: close the job, write the report, end as failed."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class End:
     """The node's part is over (cancel what is outstanding)."""
 
@@ -569,12 +571,14 @@ def step(settings: Settings, state: State, event: Event, now: float) -> Result:
     return handler(settings, state, event, now)
 
 
-@dataclass(slots=True)
 class Policy:
     """A node's policy state, advanced one event at a time (as h11's ``ConnectionState``)."""
 
-    settings: Settings
-    state: State = field(default_factory=State)
+    __slots__ = ("settings", "state")
+
+    def __init__(self, settings: Settings, state: State | None = None) -> None:
+        self.settings = settings
+        self.state = state or State()
 
     def handle(self, event: Event, now: float) -> tuple[Action, ...]:
         """Advance by ``event``; on :class:`PolicyError` the state is unchanged."""

@@ -18,7 +18,7 @@ import logging
 import signal
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from rallypoint.agent import policy as p
 from rallypoint.agent.attempt import AttemptDeps, LocalAttempts
@@ -41,7 +41,7 @@ from rallypoint.errors import (
     SignalReceived,
 )
 from rallypoint.events.log import EventLog, RunEvent, RunEventKind
-from rallypoint.failures.report import FailureReport, WorkerFailure
+from rallypoint.failures.report import FailureReport
 from rallypoint.logs.layout import RunLayout
 from rallypoint.rendezvous.base import Rendezvous
 from rallypoint.rendezvous.factory import open_rendezvous
@@ -50,50 +50,10 @@ from rallypoint.rendezvous.result import RendezvousResult
 from rallypoint.workers.guardian import Guardian
 from rallypoint.workers.process import WorkerProcess
 
+if TYPE_CHECKING:
+    from rallypoint.agent.seams import Attempts, MakeAttempts, RunningAttempt
+
 logger = logging.getLogger(__name__)
-
-
-class RunningAttempt(Protocol):
-    """What the driver needs of one attempt (:class:`~rallypoint.agent.attempt.Attempt`)."""
-
-    number: int
-    restart_count: int
-
-    def alive(self) -> list[WorkerProcess]:
-        """Workers whose exit has not been seen yet."""
-        ...
-
-    async def stop(self, signum: int, grace: float, cut_short: asyncio.Event) -> None:
-        """Stop every worker: ``signum``, ``grace`` seconds (less if cut short), SIGKILL."""
-        ...
-
-    def failure(self, worker: WorkerProcess, wall: float, mono: float) -> WorkerFailure:
-        """What the summary says about ``worker``."""
-        ...
-
-    def notify(self, signum: int) -> int:
-        """Pass ``signum`` on to every running worker's group; return how many got it."""
-        ...
-
-    def return_values(self) -> dict[int, object]:
-        """Per global rank: a callable's return value, or None."""
-        ...
-
-
-class Attempts(Protocol):
-    """Starts attempts (:class:`~rallypoint.agent.attempt.LocalAttempts`; tests inject fakes)."""
-
-    @property
-    def prestarted(self) -> bool:
-        """Whether attempt 0's workers already run."""
-        ...
-
-    def __call__(self, rdzv: RendezvousResult | None, number: int) -> Awaitable[RunningAttempt]:
-        """Start attempt ``number`` of round ``rdzv`` (None for a prestarted attempt 0)."""
-        ...
-
-
-MakeAttempts = Callable[[Callable[[AgentEvent], None]], Attempts]
 
 
 class Supervisor:
