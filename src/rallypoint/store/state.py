@@ -105,6 +105,7 @@ class _Entry:
     value: str
     revision: int
     lease: int | None
+    size: int  # _size(key, value), as counted in data_bytes
 
 
 class StoreState:
@@ -198,8 +199,8 @@ class StoreState:
             self._leases.check(lease)
         if not self._matches(key, expected):
             return self._cas_result(key, ok=False)
-        self._check_space(key, value)
-        self._set(key, value, lease)
+        size = self._check_space(key, value)
+        self._set(key, value, lease, size)
         return self._cas_result(key, ok=True)
 
     def delete(self, key: str, expected: int | None) -> CasResult:
@@ -235,8 +236,8 @@ class StoreState:
             raise StoreRequestError(
                 ErrorCode.INVALID_ARGUMENT, f"adding {amount} to key {key!r} overflows 64 bits"
             )
-        self._check_space(key, str(total))
-        self._set(key, str(total), None if entry is None else entry.lease)
+        size = self._check_space(key, str(total))
+        self._set(key, str(total), None if entry is None else entry.lease, size)
         return KeyValue(key, str(total), self._revision)
 
     # --- watches -------------------------------------------------------------------------
@@ -341,13 +342,15 @@ class StoreState:
             return CasResult(ok, 0, None)
         return CasResult(ok, entry.revision, entry.value)
 
-    def _check_space(self, key: str, value: str) -> None:
+    def _check_space(self, key: str, value: str) -> int:
+        """The size ``key`` would have with ``value``; raises ``no_space`` if it does not fit."""
         old = self._entries.get(key)
-        grown = _size(key, value) - (0 if old is None else _size(key, old.value))
-        if self._data_bytes + grown > self._quota.max_data_bytes:
+        size = _size(key, value)
+        if self._data_bytes + size - (0 if old is None else old.size) > self._quota.max_data_bytes:
             raise _no_space(f"{self._quota.max_data_bytes} bytes of keys and values")
+        return size
 
-    def _set(self, key: str, value: str, lease: int | None) -> None:
+    def _set(self, key: str, value: str, lease: int | None, size: int) -> None:
         old = self._entries.get(key)
         if old is not None and old.lease is not None and old.lease != lease:
             self._leases.detach(old.lease, key)
@@ -356,28 +359,27 @@ class StoreState:
         if old is None:
             bisect.insort(self._sorted_keys, key)
         else:
-            self._data_bytes -= _size(key, old.value)
-        self._data_bytes += _size(key, value)
+            self._data_bytes -= old.size
+        self._data_bytes += size
         self._revision += 1
-        self._entries[key] = _Entry(value, self._revision, lease)
-        self._record(_Change(key, value, self._revision, EventKind.PUT))
+        self._entries[key] = _Entry(value, self._revision, lease, size)
+        self._record(_Change(key, value, self._revision, EventKind.PUT), size)
 
     def _remove(self, key: str) -> None:
         entry = self._entries.pop(key)
         del self._sorted_keys[bisect.bisect_left(self._sorted_keys, key)]
         if entry.lease is not None:
             self._leases.detach(entry.lease, key)
-        self._data_bytes -= _size(key, entry.value)
+        self._data_bytes -= entry.size
         self._revision += 1
-        self._record(_Change(key, None, self._revision, EventKind.DELETE))
+        self._record(_Change(key, None, self._revision, EventKind.DELETE), _size(key, ""))
 
     def _end_lease(self, lease_id: int) -> None:
         for key in self._leases.keys(lease_id):
             self._remove(key)
         self._leases.forget(lease_id)
 
-    def _record(self, change: _Change) -> None:
-        size = _size(change.key, change.value or "")
+    def _record(self, change: _Change, size: int) -> None:
         self._history.append((change, size))
         self._history_bytes += size
         quota = self._quota
