@@ -101,6 +101,8 @@ class LaunchConfig:
     forward_signals: str = ""  # rallypoint only: passed on to the workers as notices
     warm_modules: tuple[str, ...] = ()  # standbys import these; () for no standbys
     agent_store: bool = True  # False: worker rank 0 hosts torch's store (rendezvous/ports.py)
+    hang_timeout: float | None = None  # rallypoint only: None reports hangs, never stops them
+    stack_period: float = 3.0  # rallypoint only: seconds between stack samples, 0 for none
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -124,6 +126,11 @@ class LaunchConfig:
             self.monitor_interval > 0,
             f"--monitor-interval must be above 0, got {self.monitor_interval}",
         )
+        _check(
+            self.hang_timeout is None or self.hang_timeout > 0,
+            f"--hang-timeout must be above 0, got {self.hang_timeout}",
+        )
+        _check(self.stack_period >= 0, f"--stack-period must be 0 or more, got {self.stack_period}")
         _check(
             self.shutdown_timeout >= 0,
             f"--shutdown-timeout must be 0 or more, got {self.shutdown_timeout}",

@@ -143,3 +143,25 @@ def test_compiled_script_runs_as_under_plain_python(tmp_path: Path) -> None:
     direct, through = _both(entry, [sys.executable, "-u", compiled], tmp_path)
     assert through == direct
     assert direct[0] == 4
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_sampling_every_5_ms_through_import_torch_never_crashes(tmp_path: Path) -> None:
+    """faulthandler's own periodic dump crashed this 6 times in 6 (see _bootstrap.py)."""
+    script = tmp_path / "imports.py"
+    script.write_text("import torch, torch.distributed, unittest, asyncio, email.mime.text\n")
+    for _ in range(2):
+        read_fd, write_fd = os.pipe()
+        argv = worker_argv(
+            Entrypoint(EntrypointKind.SCRIPT, str(script)),
+            0,
+            {},
+            stacks=StackChannel(write_fd, 0.005),
+        )
+        proc = subprocess.Popen(argv, pass_fds=(write_fd,), cwd=tmp_path)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as channel:
+            samples = channel.read().count(b"\nSample (")
+        assert proc.wait(timeout=120) == 0
+        assert samples > 10

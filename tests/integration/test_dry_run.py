@@ -24,9 +24,7 @@ def test_dry_run_prints_the_plan_and_starts_nothing(mark: str, tmp_path: Path) -
     out = result.stdout
     assert out.startswith("rallypoint: dry run, nothing was started\n")
     assert "\nlocal rank 0: " in out
-    assert (
-        f" -u {BOOTSTRAP} - 0 script {script} 1\n" in out
-    )  # via the bootstrap
+    assert f" -u {BOOTSTRAP} - 0 script {script} 1\n" in out  # via the bootstrap
     assert "  WORLD_SIZE=2\n" in out
     assert "  TORCHELASTIC_SIGNALS_TO_HANDLE=SIGTERM,SIGINT,SIGHUP,SIGQUIT\n" in out
     assert not touched.exists()

@@ -26,11 +26,14 @@ from rallypoint.config import EntrypointKind
 from rallypoint.events.log import EventLog, RunEvent, RunEventKind
 from rallypoint.failures.error_file import read_error_file
 from rallypoint.failures.oom import killed_by_oom
-from rallypoint.failures.report import WorkerFailure, timer_message
+from rallypoint.failures.report import WorkerFailure, hang_message, hang_warning, timer_message
+from rallypoint.hangs.dump import format_stack
+from rallypoint.hangs.watch import Hang, HangWatch
 from rallypoint.health.file_timer import Expiry
 from rallypoint.logs.layout import RunLayout
 from rallypoint.logs.pump import PipePump, pump_stream
 from rallypoint.rendezvous.result import RendezvousResult
+from rallypoint.workers.command import BOOTSTRAP_FILES
 from rallypoint.workers.group import WorkerGroup
 from rallypoint.workers.guardian import Guardian
 from rallypoint.workers.process import WorkerProcess
@@ -67,6 +70,8 @@ class Attempt:
         self._pumps: list[PipePump] = []
         self._winch = False  # a SIGWINCH handler is ours
         self._expiries: dict[int, Expiry] = {}  # worker pid -> the timer that killed it
+        self._hangs: HangWatch | None = None
+        self._hung: dict[int, str] = {}  # worker pid -> why the agent stopped it as hung
 
     async def start(self) -> None:
         """Spawn every local worker, then adopt them."""
@@ -83,6 +88,10 @@ class Attempt:
         self.group.adopt(prepared.workers)
         if prepared.timers is not None:
             prepared.timers.attach(self._clock, self._timer_expired)
+        if prepared.stacks is not None:
+            ends = prepared.stacks.take()
+            self._hangs = HangWatch(ends, self.job.config.hang_timeout, BOOTSTRAP_FILES)
+            self._hangs.attach(self._clock, self._hang_found)
         for worker in prepared.workers:
             self._emit(
                 RunEventKind.WORKER_STARTED,
@@ -119,7 +128,27 @@ class Attempt:
             expiry.signal,
         )
 
+    def _hang_found(self, hang: Hang) -> None:
+        """A rank's stack stopped changing: warn, or (with --hang-timeout) stop the culprits."""
+        culprits = hang.culprits()
+        message = hang_message(hang.verdict, culprits[0])
+        stacks = {r: format_stack(s, f"rank {r}") for r, s in hang.stacks.items()}
+        fields: dict[str, object] = {"attempt": self.number, "verdict": hang.verdict.kind.value}
+        fields.update(culprits=list(culprits), message=message, stacks=stacks)
+        self._deps.events.emit(RunEvent(RunEventKind.HANG_FOUND, self._clock.wall(), fields))
+        if self.job.config.hang_timeout is None:
+            logger.warning("%s", hang_warning(culprits, hang.verdict, stacks))
+            return
+        for worker in self.group.alive:
+            rank = self.prepared.slots[worker.request.local_rank].global_rank
+            if rank in culprits:
+                self._hung[worker.pid] = hang_message(hang.verdict, rank)
+                logger.error("rank %d (pid %d): %s", rank, worker.pid, self._hung[worker.pid])
+                worker.signal_group(signal.SIGKILL)  # a hung process may not heed SIGTERM
+
     def _exited(self, worker: WorkerProcess) -> None:
+        if self._hangs is not None:
+            self._hangs.forget(worker.request.local_rank)
         if self.prepared.timers is not None:
             self.prepared.timers.forget(worker.pid)
         event = WorkerExited(self.number, worker, self._clock.monotonic(), self._clock.wall())
@@ -194,6 +223,8 @@ class Attempt:
         consoles.close()
         if self.prepared.timers is not None:
             self.prepared.timers.close()
+        if self._hangs is not None:
+            self._hangs.close()
 
     def failure(
         self, worker: WorkerProcess, exited_wall: float, exited_mono: float
@@ -208,6 +239,7 @@ class Attempt:
         )
         runtime = exited_mono - self.prepared.started_at
         expiry = self._expiries.get(worker.pid)
+        hung = self._hung.get(worker.pid, "")
         return WorkerFailure.build(
             (slot.local_rank, slot.global_rank, worker.pid),
             worker.status,
@@ -216,8 +248,21 @@ class Attempt:
             content,
             slot.tail.text(),
             oom,
-            timer_message(expiry.scope, expiry.overdue) if expiry else "",
+            timer_message(expiry.scope, expiry.overdue) if expiry else hung,
+            stack=self._stack_of(worker.request.local_rank, bool(hung)),
+            hung=bool(hung),
         )
+
+    def _stack_of(self, local_rank: int, hung: bool) -> str:
+        """The Python stack at the fatal signal, or the latest sample of a hung rank."""
+        if self._hangs is None:
+            return ""
+        fatal = self._hangs.crash_stack(local_rank)
+        crashed = fatal.crashed if fatal is not None else None
+        if fatal is not None and crashed is not None:
+            return format_stack(crashed, f"Python stack at {fatal.reason}")
+        latest = self._hangs.latest_stack(local_rank) if hung else None
+        return format_stack(latest, "Python stack when found hung") if latest else ""
 
     def return_values(self) -> dict[int, object]:
         """Per global rank: a callable's return value, or None for programs."""

@@ -49,13 +49,14 @@ from rallypoint.logs.sinks import (
 from rallypoint.logs.terminal import is_terminal, open_pty
 from rallypoint.logs.writer import Consoles
 from rallypoint.rendezvous.result import RendezvousResult
-from rallypoint.workers.command import substitute_local_rank_any, worker_argv
+from rallypoint.workers.command import StackChannel, substitute_local_rank_any, worker_argv
 from rallypoint.workers.guardian import Guardian
 from rallypoint.workers.process import SpawnRequest, WorkerProcess
 
 if TYPE_CHECKING:
     from rallypoint.agent.standbys import StandbyPool
     from rallypoint.health.timer_pipe import TimerPipe
+    from rallypoint.workers.stack_pipes import StackPipes
 
 DEFAULT_PREFIX = "[${role_name}${local_rank}]:"
 
@@ -84,6 +85,7 @@ class Prepared:
     started_at: float = 0.0  # monotonic time of the spawn
     started_wall: float = 0.0  # the same, on the wall clock (for the event log)
     timers: TimerPipe | None = None  # torch's elastic file timers, when enabled
+    stacks: StackPipes | None = None  # the Python workers' stack channels
 
 
 class Launchpad:
@@ -106,6 +108,7 @@ class Launchpad:
             LaunchError: a worker, or the timer pipe, cannot be made.
         """
         self.prepared.timers = self._timer_pipe()
+        self.prepared.stacks = self._stack_pipes()
         for local_rank in range(self.job.config.nproc_per_node):
             self.prepared.requests.append(self._prepare(local_rank))
         self.prepared.started_at = clock.monotonic()
@@ -119,10 +122,12 @@ class Launchpad:
         except BaseException:
             if self.prepared.timers is not None:
                 self.prepared.timers.close()
+            if self.prepared.stacks is not None:
+                self.prepared.stacks.close()
             raise
         finally:
             for request in self.prepared.requests:
-                for fd in (request.stdout, request.stderr):
+                for fd in (request.stdout, request.stderr, *request.pass_fds):
                     if fd is not None:
                         os.close(fd)
         return self.prepared
@@ -140,6 +145,18 @@ class Launchpad:
         except OSError as exc:
             raise LaunchError(f"cannot make the timer pipe {path}: {exc.strerror}") from exc
 
+    def _stack_pipes(self) -> StackPipes | None:
+        if self.job.entrypoint.kind is EntrypointKind.BINARY:
+            return None  # --no-python: no bootstrap, no stacks
+        from rallypoint.workers.stack_pipes import StackPipes
+
+        return StackPipes(self.job.config.stack_period)
+
+    def _channel(self, slot: Slot) -> StackChannel | None:
+        if self.prepared.stacks is None:
+            return None
+        return self.prepared.stacks.open(slot.local_rank, slot.global_rank)
+
     def _prepare(self, local_rank: int) -> SpawnRequest:
         files = WorkerFiles.create(self.dir, local_rank)
         work_dir = (
@@ -154,10 +171,14 @@ class Launchpad:
             local_rank, self.restart_count, files.path("error.json"), timers.path if timers else ""
         )
         env = worker_env(self.job.config, self.rdzv, place, self.job.base_env)
-        argv = worker_argv(self.job.entrypoint, local_rank, self.job.base_env, self._payload(slot))
+        channel = self._channel(slot)
+        argv = worker_argv(
+            self.job.entrypoint, local_rank, self.job.base_env, self._payload(slot), channel
+        )
         stdout = self._stream(slot, StdMask.OUT, 1, [])
         stderr = self._stream(slot, StdMask.ERR, 2, [slot.tail])
-        return SpawnRequest(local_rank, argv, env, stdout, stderr)
+        fds = (channel.fd,) if channel else ()
+        return SpawnRequest(local_rank, argv, env, stdout, stderr, fds)
 
     def _prefix(self, slot: Slot) -> bytes:
         template = self.job.config.log_line_prefix_template or DEFAULT_PREFIX

@@ -207,6 +207,21 @@ FLAGS: tuple[Flag, ...] = (
         default=False,
     ),
     _flag(
+        "--hang-timeout",
+        "rallypoint only: seconds a rank's Python stack may stay unchanged before the job "
+        "counts as hung: the workers are stopped, the summary names the culprit, and the "
+        "group restarts within --max-restarts. Unset: a hang is only reported, after 300 s "
+        "(see docs/hangs.md for how to size it).",
+        convert=float,
+    ),
+    _flag(
+        "--stack-period",
+        "rallypoint only: seconds between two samples of every worker's Python stacks "
+        "(0: none; crash stacks are kept either way); default 3.",
+        convert=float,
+        default=3.0,
+    ),
+    _flag(
         "--forward-signals",
         "rallypoint only: signals passed on to every worker's process group as a notice, "
         "the job going on (e.g. SIGUSR1 for a preemption warning); default SIGUSR1,SIGUSR2 "

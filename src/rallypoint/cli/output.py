@@ -135,17 +135,18 @@ def _block(idx: int, failure: WorkerFailure, host: str) -> str:
     signame = f" ({failure.status.signal.name})" if failure.status.signal else ""
     stamp = datetime.datetime.fromtimestamp(int(failure.exited_at)).isoformat(sep="_")
     text = (failure.traceback or failure.message or NO_TRACEBACK).replace("\n", "\n  ")
-    return "\n".join(
-        [
-            f"[{idx}]:",
-            f"  time      : {stamp}",
-            f"  host      : {host}",
-            f"  rank      : {failure.global_rank} (local_rank: {failure.local_rank})",
-            f"  exitcode  : {failure.status.torch_exitcode} (pid: {failure.pid}) {signame}",
-            f"  error_file: {failure.error_file or '<N/A>'}",
-            f"  traceback : {text}",
-        ]
-    )
+    lines = [
+        f"[{idx}]:",
+        f"  time      : {stamp}",
+        f"  host      : {host}",
+        f"  rank      : {failure.global_rank} (local_rank: {failure.local_rank})",
+        f"  exitcode  : {failure.status.torch_exitcode} (pid: {failure.pid}) {signame}",
+        f"  error_file: {failure.error_file or '<N/A>'}",
+        f"  traceback : {text}",
+    ]
+    if failure.stack and failure.stack != failure.traceback:
+        lines.append("  stack     : " + failure.stack.replace("\n", "\n  "))
+    return "\n".join(lines)
 
 
 def _folded(report: FailureReport) -> list[str]:

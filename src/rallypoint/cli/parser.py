@@ -56,6 +56,8 @@ class RawArgs:
     warm: str
     dry_run: bool
     forward_signals: str | None
+    hang_timeout: float | None
+    stack_period: float
     training_script: str
     training_script_args: tuple[str, ...]
     given: frozenset[str] = frozenset()  # flags set on the command line or by PET_*

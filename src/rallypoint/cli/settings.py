@@ -194,6 +194,8 @@ def _config(
         rdzv_secret=_secret(conf, environ),
         forward_signals=raw.forward_signals or "",
         agent_store=environ.get(WORKER_HOSTED_STORE_ENV, "0") != "1",
+        hang_timeout=raw.hang_timeout,
+        stack_period=raw.stack_period,
     )
 
 

@@ -26,6 +26,7 @@ class RunEventKind(enum.Enum):
     RUN_FAILED = "run_failed"
     SIGNAL_RECEIVED = "signal_received"
     NOTICE_FORWARDED = "notice_forwarded"  # a --forward-signals signal, passed on
+    HANG_FOUND = "hang_found"  # a rank's stack stopped changing: the verdict and stacks
 
 
 @dataclass(frozen=True, slots=True)

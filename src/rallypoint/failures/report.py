@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rallypoint.failures.error_file import ErrorFileContent
+from rallypoint.hangs.verdict import Group, Verdict, VerdictKind
 from rallypoint.workers.exit_status import ExitStatus
 
 
@@ -30,6 +31,8 @@ class WorkerFailure:
     message: str
     traceback: str  # from the error file, else the tail of stderr
     oom_killed: bool = False  # a SIGKILL the kernel's OOM killer sent
+    stack: str = ""  # its Python stack at a fatal signal, or when it was found hung
+    hung: bool = False  # the agent stopped it as the culprit of a hang
 
     @classmethod
     def build(
@@ -42,6 +45,9 @@ class WorkerFailure:
         stderr_tail: str,
         oom_killed: bool = False,
         cause: str = "",
+        *,
+        stack: str = "",
+        hung: bool = False,
     ) -> WorkerFailure:
         """Combine what the agent saw with what the worker left behind.
 
@@ -53,7 +59,9 @@ class WorkerFailure:
             content: the parsed error file, if any.
             stderr_tail: the last lines of its stderr.
             oom_killed: whether the kernel's OOM killer sent its SIGKILL.
-            cause: why the agent itself killed it (an elastic timer), which becomes the message.
+            cause: why the agent itself killed it (an elastic timer, a hang): the message.
+            stack: its Python stack at a fatal signal or at the hang.
+            hung: whether the agent stopped it as a hang's culprit.
         """
         local_rank, global_rank, pid = place
         if content is not None:
@@ -64,7 +72,17 @@ class WorkerFailure:
         if cause:
             message = cause
         return cls(
-            local_rank, global_rank, pid, status, *times, error_file, message, text, oom_killed
+            local_rank,
+            global_rank,
+            pid,
+            status,
+            *times,
+            error_file,
+            message,
+            text or stack,
+            oom_killed,
+            stack,
+            hung,
         )
 
 
@@ -80,6 +98,42 @@ def _message_from(status: ExitStatus, pid: int, tail: str) -> str:
 def timer_message(scope: str, overdue: float) -> str:
     """Why the agent killed a worker whose elastic timer ran out."""
     return f"elastic timer {scope!r} expired: killed {overdue:.3f} s past its deadline"
+
+
+def _ranks(ranks: tuple[int, ...]) -> str:
+    shown = ", ".join(map(str, ranks[:8])) + (f" and {len(ranks) - 8} more" if ranks[8:] else "")
+    return f"rank {shown}" if len(ranks) == 1 else f"ranks {shown}"
+
+
+def _place(group: Group) -> str:
+    where = group.where
+    what = group.collective or (where.function if where else "?")
+    return f"in {what} at {where.where()}" if where else f"in {what}"
+
+
+def hang_message(verdict: Verdict, rank: int) -> str:
+    """Why the agent stopped ``rank``, one of ``verdict``'s culprits (or a stuck rank)."""
+    mine = next((g for g in (*verdict.culprits, *verdict.waiting) if rank in g.ranks), None)
+    others = [g for g in (*verdict.culprits, *verdict.waiting) if g is not mine]
+    head = f"hung: stuck {mine.unchanged_for:.0f} s {_place(mine)}" if mine else "hung"
+    if verdict.kind is VerdictKind.ALL_WAITING:
+        return f"{head}; every rank waits in the same collective (the cause is elsewhere)"
+    if verdict.kind is VerdictKind.MISMATCH:
+        head += " (mismatched collectives)"
+    if not others:
+        return head
+    return head + "; " + "; ".join(f"{_ranks(g.ranks)} {_place(g)}" for g in others)
+
+
+def hang_warning(hang_ranks: tuple[int, ...], verdict: Verdict, stacks: dict[int, str]) -> str:
+    """The report-only warning: who looks hung, and every distinct stack once with its ranks."""
+    lines = [f"{_ranks(hang_ranks)} look hung: {hang_message(verdict, hang_ranks[0])}"]
+    by_text: dict[str, list[int]] = {}
+    for rank, text in sorted(stacks.items()):
+        by_text.setdefault(text, []).append(rank)
+    for text, ranks in by_text.items():
+        lines += [f"{_ranks(tuple(ranks))}:", text]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +168,8 @@ class FailureReport:
     def headline(self) -> str:
         """One line a person can act on."""
         c = self.culprit
+        if c.hung:
+            return f"rank {c.global_rank} (local {c.local_rank}) on {self.host} {c.message}"
         how = c.status.describe()
         if c.oom_killed:
             how += " (killed by the kernel's OOM killer)"
@@ -137,6 +193,8 @@ class FailureReport:
                 "error_file": f.error_file,
                 "message": f.message,
                 "traceback": f.traceback,
+                "stack": f.stack,
+                "hung": f.hung,
             }
 
         return {

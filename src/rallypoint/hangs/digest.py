@@ -16,7 +16,7 @@ call site.
 
 from __future__ import annotations
 
-import hashlib
+from _blake2 import blake2b  # hashlib's blake2b, without loading OpenSSL on the agent's path
 from dataclasses import dataclass
 
 from rallypoint.hangs.dump import Frame, ThreadStack
@@ -111,6 +111,6 @@ def _collective(frames: tuple[Frame, ...]) -> tuple[str | None, Frame | None]:
 def digest(stack: ThreadStack) -> StackDigest:
     """The digest of one thread's stack."""
     text = "\n".join(f"{f.file}:{f.line}:{f.function}" for f in stack.frames)
-    key = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    key = blake2b(text.encode(), digest_size=8).hexdigest()
     collective, site = _collective(stack.frames)
     return StackDigest(key, stack.frames[0] if stack.frames else None, collective, site)

@@ -1,18 +1,19 @@
 """faulthandler's dump format, parsed incrementally into frozen stack records.
 
 Design note: the worker bootstrap (:mod:`rallypoint.workers.bootstrap`) writes
-one line naming its main thread, then faulthandler writes, on the same pipe,
-a dump every sample period (``Timeout (0:00:05)!`` and every thread) and one
-on a fatal signal (``Fatal Python error: Segmentation fault`` and every
-thread, the crashing one as ``Current thread``). Nothing marks a dump's end,
-so a dump ends at the next dump's first line, at the end of the stream, or at
-the main thread's last frame, which is the bootstrap's own top level: CPython
-lists threads newest first, so the main thread comes last and its stack shows
-at once, a whole period before the next dump would. The bootstrap's own
-frames are dropped from every stack. A line the parser does not know (a dump
-cut short because the pipe was full, faulthandler's ``...`` for a deep stack)
-is skipped; a stack is only ever compared as a whole, so a damaged one just
-looks changed.
+one line naming its main thread, then, on the same pipe, its sampler writes a
+dump of every thread each sample period (``Sample (<time>)!``, in
+faulthandler's own format; faulthandler's ``Timeout (0:00:05)!`` dumps are read
+the same way) and faulthandler one on a fatal signal (``Fatal Python error:
+Segmentation fault`` and every thread, the crashing one as ``Current
+thread``). Nothing marks a dump's end, so a dump ends at the next dump's first
+line, at the end of the stream, or at the main thread's last frame, which is
+the bootstrap's own top level: the main thread comes last (the sampler writes
+it last; CPython lists threads newest first), so a dump is known whole at
+once, not a period later. The bootstrap's own frames are dropped from every
+stack. A line the parser does not know (a dump cut short because the pipe was
+full, faulthandler's ``...`` for a deep stack) is skipped; a stack is only
+ever compared as a whole, so a damaged one just looks changed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 
 HEADER = re.compile(rb"^rallypoint-stacks 1 main (0x[0-9a-f]+) pid (\d+)$")
-SAMPLE = re.compile(rb"^Timeout \(([0-9:.]+)\)!$")
+SAMPLE = re.compile(rb"^(?:Timeout|Sample) \(([0-9:.]+)\)!$")
 FATAL = re.compile(rb"^Fatal Python error: (.*)$")
 THREAD = re.compile(rb"^(Current thread|Thread) (0x[0-9a-f]+) \(most recent call first\):$")
 STACK = re.compile(rb"^(Current thread's|) ?[Ss]tack \(most recent call first\):$")
@@ -74,6 +75,11 @@ class Dump:
             if thread.thread_id == self.main_thread:
                 return thread
         return self.threads[-1] if self.threads else None
+
+    @property
+    def crashed(self) -> ThreadStack | None:
+        """The thread that received the fatal signal (else the main thread)."""
+        return next((t for t in self.threads if t.current), self.main)
 
 
 @dataclass(slots=True)
@@ -164,7 +170,7 @@ class DumpParser:
             done.append(Dump(dump.kind, dump.reason, tuple(dump.threads), self.main_thread))
 
 
-def format_stack(stack: ThreadStack) -> str:
-    """A thread's stack as a person reads it, most recent call first."""
-    lines = [f"  {f.function} at {f.where()}" for f in stack.frames] or ["  <no Python frame>"]
-    return "\n".join(lines)
+def format_stack(stack: ThreadStack, title: str) -> str:
+    """A thread's stack in faulthandler's own words, most recent call first."""
+    lines = [f'  File "{f.file}", line {f.line} in {f.function}' for f in stack.frames]
+    return "\n".join([f"{title} (most recent call first):", *(lines or ["  <no Python frame>"])])

@@ -2,6 +2,20 @@
 
 See :mod:`rallypoint.workers.bootstrap` for why and how; only the standard
 library's already loaded modules are imported here.
+
+Design note on the sampler: faulthandler's own periodic dump
+(``dump_traceback_later``) walks the other threads' frames from a C thread
+without the GIL. On CPython 3.11 that crashes the worker with SIGSEGV while
+it imports (6 runs of 6 of ``import torch`` with a dump every 5 ms; none once
+the imports were over; cpython issues 116008, 131580, 88615): at one dump
+every few seconds it would still kill some workers of a large job at start-up.
+So samples are taken by a low-level thread (``_thread``, so
+``threading.enumerate()`` does not list it) that sleeps, takes the GIL,
+reads ``sys._current_frames()`` and writes one dump in faulthandler's format,
+the main thread last. A rank blocked in C with the GIL released (a
+collective, a sleep, I/O) is sampled as well; one whose C code holds the GIL
+gives no samples, which the detector never counts as stuck. faulthandler
+itself still writes the crash dump on a fatal signal.
 """
 
 import _frozen_importlib_external as _external
@@ -10,9 +24,47 @@ import builtins
 import faulthandler
 import os
 import sys
-from types import CodeType
+import time
+from types import CodeType, FrameType
 
 HEADER = "rallypoint-stacks 1 main 0x%016x pid %d\n"
+MAX_THREADS = MAX_FRAMES = 100  # as faulthandler
+
+
+def _thread_lines(ident: int, frame: FrameType | None) -> list[str]:
+    lines = [f"Thread 0x{ident:016x} (most recent call first):"]
+    while frame is not None and len(lines) <= MAX_FRAMES:
+        code, line = frame.f_code, frame.f_lineno
+        lines.append(f'  File "{code.co_filename}", line {line or "???"} in {code.co_name}')
+        frame = frame.f_back
+    return lines
+
+
+def _sample(main: int, me: int) -> bytes:
+    """Every thread's stack in faulthandler's format, the main thread last."""
+    frames = sys._current_frames()
+    idents = [i for i in frames if i not in (me, main)][: MAX_THREADS - 1]
+    lines = [f"Sample ({time.time():.3f})!"]
+    for ident in [*idents, main] if main in frames else idents:
+        lines += _thread_lines(ident, frames[ident])
+    return ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace")
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _sample_forever(fd: int, period: float, main: int) -> None:
+    """The sampler thread: sleeps, then writes every thread's stack (see the design note)."""
+    me = _thread.get_ident()
+    while True:
+        time.sleep(period)
+        try:
+            _write(fd, _sample(main, me))
+        except OSError:  # full (the agent is busy: this sample is cut short) or gone
+            continue
 
 
 def _arm(fd_text: str, period: float) -> None:
@@ -27,7 +79,7 @@ def _arm(fd_text: str, period: float) -> None:
         return
     faulthandler.enable(file=fd, all_threads=True)
     if period > 0:
-        faulthandler.dump_traceback_later(period, repeat=True, file=fd)
+        _thread.start_new_thread(_sample_forever, (fd, period, _thread.get_ident()))
 
 
 def _fresh_main() -> dict[str, object]:

@@ -41,6 +41,7 @@ def python_executable(environ: Mapping[str, str]) -> str:
 
 FUNCTION_CHILD = "rallypoint.agent.function_child"
 BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
+BOOTSTRAP_FILES = frozenset({BOOTSTRAP, os.path.join(os.path.dirname(BOOTSTRAP), "_bootstrap.py")})
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ class SpawnRequest:
     env: Mapping[str, str]
     stdout: int | None = None
     stderr: int | None = None
+    pass_fds: tuple[int, ...] = ()  # kept open in the worker (its stack channel)
 
 
 class WorkerProcess:
@@ -66,6 +67,7 @@ class WorkerProcess:
                 stderr=request.stderr,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=request.pass_fds,
             )
         except OSError as exc:
             raise LaunchError(f"cannot start {request.argv[0]!r}: {exc.strerror}") from exc

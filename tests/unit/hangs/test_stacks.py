@@ -244,3 +244,11 @@ def test_no_collective_blames_the_stuck_ranks() -> None:
     assert verdict.kind is VerdictKind.NO_COLLECTIVE
     assert [g.ranks for g in verdict.culprits] == [(0,)]
     assert [g.ranks for g in verdict.waiting] == [(1,)]
+
+
+def test_the_bootstraps_own_sampler_writes_the_same_format() -> None:
+    dumps = recorded("sampler_rank0")
+    assert len(dumps) == 3
+    main = dumps[-1].main
+    assert main is not None
+    assert [f.function for f in main.frames][:3] == ["all_reduce", "wrapper", "step"]

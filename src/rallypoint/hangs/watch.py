@@ -1,0 +1,163 @@
+"""One attempt's stack channels, read on the agent's loop: samples in, hangs and crash stacks out.
+
+Design note: each Python worker gets the write end of its own pipe (see
+:mod:`rallypoint.workers.bootstrap`); the agent keeps the read ends, made
+non-blocking and read with ``add_reader`` as data comes, so nothing polls and
+nothing here can block the loop. Each pipe feeds a :class:`DumpParser`;
+samples feed one :class:`StuckDetector` for the node's ranks, timed by the
+injected clock. When a rank becomes stuck, :class:`HangWatch` judges every
+local rank's latest stack and calls ``on_hang`` once for that stretch (a new
+one begins when any stuck rank's stack changes). A fatal dump is kept for the
+summary; :meth:`HangWatch.crash_stack` first reads what the dead worker left
+in its pipe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rallypoint.hangs.detector import RankStack, StuckDetector
+from rallypoint.hangs.digest import digest
+from rallypoint.hangs.dump import Dump, DumpKind, DumpParser, ThreadStack
+from rallypoint.hangs.verdict import Verdict, judge
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Mapping
+
+    from rallypoint.clock import Clock
+
+logger = logging.getLogger(__name__)
+
+READ_SIZE = 1 << 16
+REPORT_ONLY_TIMEOUT = 300.0  # without --hang-timeout, a hang is reported after this
+
+
+@dataclass(frozen=True, slots=True)
+class Hang:
+    """A hang found on this node: the verdict, and every rank's latest state and stack."""
+
+    verdict: Verdict
+    ranks: tuple[RankStack, ...]
+    stacks: dict[int, ThreadStack]  # global rank -> its main thread's latest stack
+    timeout: float
+
+    def culprits(self) -> tuple[int, ...]:
+        """The verdict's culprits; when it names none, the ranks stuck the longest."""
+        named = tuple(r for group in self.verdict.culprits for r in group.ranks)
+        return named or tuple(r.rank for r in self.ranks if r.unchanged_for >= self.timeout)
+
+
+@dataclass(slots=True)
+class _Channel:
+    rank: int  # global
+    fd: int
+    parser: DumpParser
+    latest: ThreadStack | None = None
+    fatal: Dump | None = None
+
+
+class HangWatch:
+    """Reads every local worker's stack channel and reports hangs."""
+
+    def __init__(
+        self,
+        read_ends: Mapping[int, tuple[int, int]],
+        timeout: float | None,
+        own_files: frozenset[str],
+    ) -> None:
+        """Take over ``read_ends`` (local rank -> (global rank, fd)); ``own_files``: the
+        bootstrap's, whose frames are dropped."""
+        self.timeout = timeout or REPORT_ONLY_TIMEOUT
+        self._detector = StuckDetector(self.timeout)
+        self._channels = {
+            local: _Channel(rank, fd, DumpParser(own_files))
+            for local, (rank, fd) in read_ends.items()
+        }
+        self._reported: set[tuple[int, float]] = set()  # (rank, since) already reported
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock: Clock | None = None
+        self._on_hang: Callable[[Hang], None] = lambda _hang: None
+
+    def attach(self, clock: Clock, on_hang: Callable[[Hang], None]) -> None:
+        """Start reading on the running loop; ``on_hang`` is called once per hang."""
+        import asyncio  # loaded by then: we run on its loop
+
+        self._loop, self._clock, self._on_hang = asyncio.get_running_loop(), clock, on_hang
+        for channel in self._channels.values():
+            self._loop.add_reader(channel.fd, self._read, channel)
+            self._read(channel)  # what workers wrote before the loop existed
+
+    def _read(self, channel: _Channel) -> None:
+        ended = False
+        while True:
+            try:
+                data = os.read(channel.fd, READ_SIZE)
+            except (BlockingIOError, OSError):
+                break
+            if not data:
+                ended = True
+                break
+            self._take(channel, channel.parser.feed(data))
+        if ended:
+            self._take(channel, channel.parser.finish())
+            self._stop_reading(channel)
+
+    def _take(self, channel: _Channel, dumps: list[Dump]) -> None:
+        for dump in dumps:
+            if dump.kind is DumpKind.FATAL:
+                channel.fatal = dump
+            elif (main := dump.main) is not None and self._clock is not None:
+                channel.latest = main
+                self._detector.observe(channel.rank, digest(main), self._clock.monotonic())
+        if dumps:
+            self._check()
+
+    def _check(self) -> None:
+        stuck = [r for r in self._detector.stuck() if (r.rank, r.since) not in self._reported]
+        if not stuck:
+            return
+        self._reported.update((r.rank, r.since) for r in stuck)
+        ranks = tuple(sorted(self._detector.ranks.values(), key=lambda r: r.rank))
+        stacks = {c.rank: c.latest for c in self._channels.values() if c.latest is not None}
+        verdict = judge(ranks, self._detector.stuck())
+        self._on_hang(Hang(verdict, ranks, stacks, self.timeout))
+
+    def forget(self, local_rank: int) -> None:
+        """The worker ended: its stack no longer counts."""
+        channel = self._channels.get(local_rank)
+        if channel is not None:
+            self._detector.forget(channel.rank)
+
+    def latest_stack(self, local_rank: int) -> ThreadStack | None:
+        """The main thread's stack in the worker's latest sample."""
+        channel = self._channels.get(local_rank)
+        return channel.latest if channel else None
+
+    def crash_stack(self, local_rank: int) -> Dump | None:
+        """The fatal dump the worker wrote as it died, if it did (its pipe read to the end)."""
+        channel = self._channels.get(local_rank)
+        if channel is None:
+            return None
+        if channel.fd >= 0:
+            self._read(channel)
+        return channel.fatal
+
+    def _stop_reading(self, channel: _Channel) -> None:
+        if channel.fd < 0:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(channel.fd)
+        os.close(channel.fd)
+        channel.fd = -1
+
+    def close(self) -> None:
+        """Read what is left, then let go of every pipe."""
+        for channel in self._channels.values():
+            if channel.fd >= 0:
+                self._read(channel)
+                self._stop_reading(channel)
