@@ -127,7 +127,12 @@ def hang_message(verdict: Verdict, rank: int) -> str:
 
 def hang_warning(hang_ranks: tuple[int, ...], verdict: Verdict, stacks: dict[int, str]) -> str:
     """The report-only warning: who looks hung, and every distinct stack once with its ranks."""
-    lines = [f"{_ranks(hang_ranks)} look hung: {hang_message(verdict, hang_ranks[0])}"]
+    detail = hang_message(verdict, hang_ranks[0]).removeprefix("hung: ")
+    verb = "looks" if len(hang_ranks) == 1 else "look"
+    lines = [
+        f"{_ranks(hang_ranks)} {verb} hung: {detail} "
+        "(reported only; with --hang-timeout the job would stop here)"
+    ]
     by_text: dict[str, list[int]] = {}
     for rank, text in sorted(stacks.items()):
         by_text.setdefault(text, []).append(rank)

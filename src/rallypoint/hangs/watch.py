@@ -6,8 +6,8 @@ non-blocking and read with ``add_reader`` as data comes, so nothing polls and
 nothing here can block the loop. Each pipe feeds a :class:`DumpParser`;
 samples feed one :class:`StuckDetector` for the node's ranks, timed by the
 injected clock. When a rank becomes stuck, :class:`HangWatch` judges every
-local rank's latest stack and calls ``on_hang`` once for that stretch (a new
-one begins when any stuck rank's stack changes). A fatal dump is kept for the
+local rank's latest stack and calls ``on_hang`` once for that hang (a new one
+can begin once every rank of the last report has moved on). A fatal dump is kept for the
 summary; :meth:`HangWatch.crash_stack` first reads what the dead worker left
 in its pipe.
 """
@@ -118,14 +118,19 @@ class HangWatch:
             self._check()
 
     def _check(self) -> None:
-        stuck = [r for r in self._detector.stuck() if (r.rank, r.since) not in self._reported]
-        if not stuck:
+        stuck = self._detector.stuck()
+        if not stuck or self._still_reported():
             return
-        self._reported.update((r.rank, r.since) for r in stuck)
+        self._reported = {(r.rank, r.since) for r in stuck}
         ranks = tuple(sorted(self._detector.ranks.values(), key=lambda r: r.rank))
         stacks = {c.rank: c.latest for c in self._channels.values() if c.latest is not None}
         verdict = judge(ranks, self._detector.stuck())
         self._on_hang(Hang(verdict, ranks, stacks, self.timeout))
+
+    def _still_reported(self) -> bool:
+        """Whether a rank of the last report is still in the same stretch (the same hang)."""
+        ranks = self._detector.ranks
+        return any(rank in ranks and ranks[rank].since == since for rank, since in self._reported)
 
     def forget(self, local_rank: int) -> None:
         """The worker ended: its stack no longer counts."""
