@@ -8,6 +8,7 @@ processes carrying the test's mark.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from rallypoint.workers.command import BOOTSTRAP
 from tests.conftest import REPO, WORKERS, launcher_env, marked_pids, rallypoint, start_rallypoint
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +131,28 @@ def test_gloo_job_restarts_warm(mark: str, tmp_path: Path) -> None:
     print(f"crash to past `import torch`: {after_import * 1000:.0f} ms; ", end="")
     print(f"to past init_process_group: {after_init * 1000:.0f} ms")
     assert after_import < WARM_BOUND, "far more than a warm hand-over takes"
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def test_standbys_start_after_the_workers_and_import_at_lower_priority(
+    mark: str, tmp_path: Path
+) -> None:
+    (tmp_path / "slow_import.py").write_text("import time\ntime.sleep(2)\n")
+    path = f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"
+    env = launcher_env(mark, PID_DIR=str(tmp_path), PYTHONPATH=path)
+    args = ["--standalone", "--nproc-per-node=2", "--max-restarts=1", "--warm=slow_import"]
+    proc = start_rallypoint([*args, str(WORKERS / "sleeper.py")], env)
+    try:
+        standbys = wait_for_standbys(mark, 2, 10.0)
+        wait_until(lambda: len(list(tmp_path.glob("worker_*"))) == 2, 30, "the workers")
+        workers = [int(p.read_text().split()[0]) for p in tmp_path.glob("worker_*")]
+        # field 19 of /proc/<pid>/stat is the nice value, 21 the start time (after the name)
+        nice = lambda: {_stat(pid)[16] for pid in standbys}  # noqa: E731
+        wait_until(lambda: nice() == {"10"}, 5, "the standbys importing at nice 10")
+        assert min(int(_stat(p)[19]) for p in standbys) >= max(int(_stat(p)[19]) for p in workers)
+        wait_until(lambda: nice() == {"0"}, 10, "the priority back once imported")
+    finally:
+        _stop(proc)

@@ -1,7 +1,8 @@
-"""A gloo job whose rank 1 crashes once; each attempt records when it got past ``import torch``.
+"""A gloo job whose last rank crashes once; each attempt records when it got past ``import torch``.
 
-argv[1] is a folder. Attempt 0: ranks join the group, then rank 1 writes
-``crash`` (the time) and exits 1 while rank 0 waits in a collective. Attempt
+argv[1] is a folder. Attempt 0: ranks join the group, then the last rank
+writes ``crash`` (the time) and exits 1 while the others wait in a collective
+(with argv[2] ``early``: before joining, right after ``import torch``). Attempt
 1: every rank writes ``rank<N>.json``: its times (first line, after ``import
 torch``, after ``init_process_group``), whether CUDA was initialised before
 the script touched it, its pid and the all-reduce sum.
@@ -23,15 +24,23 @@ CUDA_BEFORE = torch.cuda.is_initialized()
 import torch.distributed as dist  # noqa: E402
 
 
+def crash(folder: str) -> None:
+    with open(os.path.join(folder, "crash"), "w") as out:
+        out.write(repr(time.time()))
+    os._exit(1)
+
+
 def main() -> None:
     folder = sys.argv[1]
+    first = os.environ["TORCHELASTIC_RESTART_COUNT"] == "0"
+    last = os.environ["RANK"] == str(int(os.environ["WORLD_SIZE"]) - 1)
+    if first and last and sys.argv[2:] == ["early"]:
+        crash(folder)
     dist.init_process_group("gloo")
     joined = time.time()
-    rank, restart = dist.get_rank(), os.environ["TORCHELASTIC_RESTART_COUNT"]
-    if restart == "0" and rank == 1:
-        with open(os.path.join(folder, "crash"), "w") as out:
-            out.write(repr(time.time()))
-        os._exit(1)
+    rank = dist.get_rank()
+    if first and last:
+        crash(folder)
     total = torch.tensor([rank + 1.0])
     dist.all_reduce(total)
     record = {
