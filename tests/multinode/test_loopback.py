@@ -211,3 +211,32 @@ def test_waiting_is_visible_and_the_join_timeout_is_one_line(mark: str, tmp_path
     assert err[-1].startswith("rallypoint: error: waiting for round 0 to form: 1 of 2:3")
     assert err[-1].endswith("gave up after 7 s")
     assert not any("Traceback" in line for line in err)
+
+
+REJOIN_BOUND = 5.0  # warm restarts: SIGKILL to both survivors past init_process_group, s
+
+
+def test_survivors_of_a_killed_agent_rejoin_at_world_2_warm(mark: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = launcher_env(mark, OUT_DIR=str(tmp_path), STEPS="100")
+    script = str(SCRIPTS / "elastic.py")
+    conf = "--rdzv-conf=last_call_timeout=2"
+    agents = []
+    for i in range(3):
+        args = c10d("1:3", port, f"127.0.0.{i + 1}", 1, conf, "--warm=torch", script)
+        agents.append(start_agent(args, env, tmp_path / f"a{i}"))
+        if i == 0:
+            wait_listening("127.0.0.1", port)
+    wait_until(lambda: len(read_lines(tmp_path / "joined.jsonl")) == 3, 90, "three workers")
+    time.sleep(3)  # the standbys of the survivors finish importing torch
+    os.kill(agents[2].pid, signal.SIGKILL)  # a non-host agent: the store lives in agent 0
+    killed_at = time.time()
+    assert finish(agents[:2], 120) == [0, 0], (tmp_path / "a0.err").read_text()
+    agents[2].wait()
+    rejoined = [j for j in read_lines(tmp_path / "joined.jsonl") if j["WORLD_SIZE"] == "2"]
+    assert len(rejoined) == 2
+    assert all(j["preloaded"] for j in rejoined), "the survivors' new workers were standbys"
+    delay = max(float(j["time"]) for j in rejoined) - killed_at
+    print(f"SIGKILL of an agent to both survivors past init_process_group: {delay:.3f} s")
+    (tmp_path / "kill_to_rejoin.txt").write_text(f"{delay:.3f}\n")
+    assert delay < REJOIN_BOUND
