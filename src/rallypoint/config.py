@@ -103,6 +103,7 @@ class LaunchConfig:
     agent_store: bool = True  # False: worker rank 0 hosts torch's store (rendezvous/ports.py)
     hang_timeout: float | None = None  # rallypoint only: None reports hangs, never stops them
     stack_period: float = 3.0  # rallypoint only: seconds between stack samples, 0 for none
+    notices_reach_workers: bool = False  # their sender signals every process (proctrack/linuxproc)
 
     def __post_init__(self) -> None:
         object.__setattr__(

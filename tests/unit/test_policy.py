@@ -28,6 +28,7 @@ from rallypoint.agent.policy import (
     JobClosed,
     JoinRound,
     MembershipChanged,
+    NoteNotice,
     Noticed,
     Phase,
     Policy,
@@ -230,6 +231,13 @@ def test_a_notice_reaches_the_running_workers_and_the_job_goes_on() -> None:
     assert (policy.state.phase, policy.state.signum, policy.state.stop) == (R, 0, None)
     _, actions = run([Exited(0, 11, True), Exited(0, 12, True), Stopped(), Finished()], policy)
     assert actions[-1] == End(Ending.SUCCEEDED)
+
+
+def test_a_notice_its_sender_gave_every_worker_is_only_noted() -> None:
+    settings = Settings(nproc=2, max_restarts=1, shutdown_grace=5.0, notices_reach_workers=True)
+    policy, actions = run([*RUNNING, Noticed(USR1)], Policy(settings))
+    assert actions[-1] == NoteNotice(USR1)
+    assert policy.state.phase is R
 
 
 def test_a_notice_then_a_stop_signal_ends_by_the_stop_signal() -> None:

@@ -169,3 +169,23 @@ def test_outside_a_step_task_nothing_is_derived(script: str, env: dict[str, str]
 def test_a_bad_node_list_is_refused_in_one_line(script: str) -> None:
     with pytest.raises(ConfigError, match="SLURM_STEP_NODELIST"):
         launch([script], {**STEP, "SLURM_STEP_NODELIST": "gpu[1-"})
+
+
+@pytest.mark.parametrize(
+    ("conf", "every"),
+    [
+        ("ProctrackType=proctrack/linuxproc\n", True),
+        ("# ProctrackType=proctrack/linuxproc\nProctrackType=proctrack/cgroup\n", False),
+        ("proctracktype = proctrack/linuxproc\n", True),  # Slurm's keys ignore case
+        ("ProctrackType=proctrack/pgid\n", False),  # signals the task's group, not workers
+        ("", False),  # configless, or no file: forward
+    ],
+)
+def test_under_linuxproc_notices_are_noted_not_sent_twice(
+    script: str, tmp_path: Path, conf: str, every: bool
+) -> None:
+    path = tmp_path / "slurm.conf"
+    path.write_text(conf)
+    config = launch([script], {**STEP, "SLURM_CONF": str(path)}).config
+    assert config.notices_reach_workers is every
+    assert config.forward_signals == "SIGUSR1,SIGUSR2"

@@ -84,6 +84,7 @@ class Settings:
     max_restarts: int  # the job-wide budget of failure restarts
     shutdown_grace: float  # seconds a signalled or finished group gets before SIGKILL
     restart_grace: float = RESTART_GRACE  # seconds a failed or changed group gets
+    notices_reach_workers: bool = False  # their sender signals every process (proctrack/linuxproc)
 
 
 # --- events (what the driver saw) ---------------------------------------------------------
@@ -234,6 +235,13 @@ class ForwardNotice:
 
 
 @value
+class NoteNotice:
+    """Record the notice ``signum``: its sender gave it to every worker too, so do not resend."""
+
+    signum: int
+
+
+@value
 class DropNotice:
     """Say the notice ``signum`` reached no worker (none runs, or they are being stopped)."""
 
@@ -297,6 +305,7 @@ Action = (
     | GatherQueued
     | StopWorkers
     | ForwardNotice
+    | NoteNotice
     | DropNotice
     | HastenStop
     | ReportFailure
@@ -426,8 +435,10 @@ def _signal_waiting(_settings: Settings, state: State, event: Event, _now: float
     return _end(replace(state, signum=event.signum), Ending.SIGNALLED)
 
 
-def _notice_running(_settings: Settings, state: State, event: Event, _now: float) -> Result:
+def _notice_running(settings: Settings, state: State, event: Event, _now: float) -> Result:
     assert isinstance(event, Noticed)
+    if settings.notices_reach_workers:
+        return state, (NoteNotice(event.signum),)
     return state, (ForwardNotice(event.signum),)
 
 

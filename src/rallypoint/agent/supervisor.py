@@ -84,7 +84,12 @@ class Supervisor:
         self._installed: list[int] = []
         config = job.config
         self._policy = p.Policy(
-            p.Settings(config.nproc_per_node, config.max_restarts, float(config.shutdown_timeout))
+            p.Settings(
+                config.nproc_per_node,
+                config.max_restarts,
+                float(config.shutdown_timeout),
+                notices_reach_workers=config.notices_reach_workers,
+            )
         )
         self._todo: deque[p.Action] = deque()
         self._op: asyncio.Task[p.Event] | None = None
@@ -260,7 +265,7 @@ class Supervisor:
             self._gather(action.pid)
         elif isinstance(action, p.StopWorkers):
             self._stop(action)
-        elif isinstance(action, p.ForwardNotice | p.DropNotice):
+        elif isinstance(action, p.ForwardNotice | p.NoteNotice | p.DropNotice):
             self._notice(action)
         elif isinstance(action, p.HastenStop):
             self._hasten.set()
@@ -324,16 +329,27 @@ class Supervisor:
         await attempt.stop(signum, grace, hasten)
         return p.Stopped()
 
-    def _notice(self, action: p.ForwardNotice | p.DropNotice) -> None:
+    def _notice(self, action: p.ForwardNotice | p.NoteNotice | p.DropNotice) -> None:
         name = signal.Signals(action.signum).name
         reached = 0
         if isinstance(action, p.ForwardNotice):
             assert self._attempt is not None
             reached = self._attempt.notify(action.signum)
+        elif isinstance(action, p.NoteNotice):
+            assert self._attempt is not None
+            reached = len(self._attempt.alive())
         self.notices.append((name, self._clock.wall(), reached))
-        self._emit(RunEventKind.NOTICE_FORWARDED, signal=name, workers=reached)
-        if reached:
+        sent = isinstance(action, p.ForwardNotice)
+        self._emit(RunEventKind.NOTICE_FORWARDED, signal=name, workers=reached, resent=sent)
+        if sent:
             logger.warning("received %s: passed on to %d workers as a notice", name, reached)
+        elif reached:
+            logger.warning(
+                "received %s as a notice; Slurm gave it to the %d workers too, so it is not "
+                "sent again",
+                name,
+                reached,
+            )
         else:
             logger.warning("received %s as a notice while no worker runs: dropped", name)
 

@@ -272,6 +272,8 @@ def build_launch(
     slurm = derive(raw, step_of(environ))
     raw = slurm.raw
     config = _config(raw, environ, devices, new_id)
+    if slurm.notices_reach_workers:
+        config = replace(config, notices_reach_workers=True)
     entrypoint = _entrypoint(raw)
     config = replace(config, warm_modules=warm_modules(raw.warm, config, entrypoint))
     _check_log_dir(config.log_dir)

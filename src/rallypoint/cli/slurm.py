@@ -14,7 +14,10 @@ variables, in pure code (no ``scontrol``, no I/O):
   not fight over one port;
 - ``--rdzv-id=slurm-JOB.STEP``, so two steps of one allocation never meet;
 - ``--forward-signals=SIGUSR1,SIGUSR2``: Slurm's preemption warnings reach the
-  workers as notices.
+  workers as notices. Under ``ProctrackType=proctrack/linuxproc`` (read from the
+  node's slurm.conf, the one file this module reads) slurmstepd signals every
+  process of the step itself, workers included, so the launcher only traps and
+  records a notice instead of sending it a second time.
 
 A flag given on the command line or by ``PET_*`` always wins. A static glue
 (``--master-addr``, ``--master-port``, ``--node-rank``, ``--rdzv-backend=static``)
@@ -24,8 +27,9 @@ node, each a full launcher, is refused: each would start its own workers.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from rallypoint.cli.parser import RawArgs
@@ -39,6 +43,9 @@ STATIC_FLAGS = frozenset({"master_addr", "master_port", "node_rank", "standalone
 RENDEZVOUS_FLAGS = frozenset({"nnodes", "rdzv_backend", "rdzv_endpoint", "rdzv_id"})
 DERIVING_BACKENDS = ("c10d", "etcd", "etcd-v2")
 _TASKS = re.compile(r"^([0-9]+)(?:\(x([0-9]+)\))?$")
+_PROCTRACK = re.compile(r"^\s*proctracktype\s*=\s*(\S+)", re.IGNORECASE | re.MULTILINE)
+DEFAULT_CONF = "/etc/slurm/slurm.conf"
+SIGNALS_EVERY_PROCESS = ("proctrack/linuxproc",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,7 @@ class SlurmStep:
     first_host: str
     tasks_here: int
     reserved_port: int | None = None
+    signals_every_process: bool = False  # slurmstepd signals the workers too (linuxproc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,7 @@ class Derived:
 
     raw: RawArgs
     flags: tuple[str, ...] = ()
+    notices_reach_workers: bool = False
 
 
 def _number(environ: Mapping[str, str], *names: str) -> int | None:
@@ -87,7 +96,19 @@ def _reserved_port(environ: Mapping[str, str]) -> int | None:
     return int(first[1]) if first and 0 < int(first[1]) < 65536 else None
 
 
-def step_of(environ: Mapping[str, str]) -> SlurmStep | None:
+def _read(path: str) -> str:
+    with contextlib.suppress(OSError, UnicodeDecodeError), open(path, encoding="utf-8") as conf:
+        return conf.read()
+    return ""
+
+
+def signals_every_process(conf_text: str) -> bool:
+    """Whether a slurm.conf's ProctrackType makes slurmstepd signal every process of a step."""
+    found = _PROCTRACK.findall(conf_text)
+    return bool(found) and found[-1].lower() in SIGNALS_EVERY_PROCESS
+
+
+def step_of(environ: Mapping[str, str], read: Callable[[str], str] = _read) -> SlurmStep | None:
     """This task's Slurm step, or None when the launcher is not a step task.
 
     Raises:
@@ -106,9 +127,9 @@ def step_of(environ: Mapping[str, str]) -> SlurmStep | None:
     job, step, node, nnodes = known
     hosts = expand_hostlist(environ[name], name)
     tasks = environ.get("SLURM_STEP_TASKS_PER_NODE") or environ.get("SLURM_TASKS_PER_NODE", "1")
-    return SlurmStep(
-        job, step, node, nnodes, hosts[0], _tasks_per_node(tasks, node), _reserved_port(environ)
-    )
+    every = signals_every_process(read(environ.get("SLURM_CONF", DEFAULT_CONF)))
+    tasks_here = _tasks_per_node(tasks, node)
+    return SlurmStep(job, step, node, nnodes, hosts[0], tasks_here, _reserved_port(environ), every)
 
 
 def derived_port(step: SlurmStep) -> int:
@@ -165,4 +186,5 @@ def derive(raw: RawArgs, step: SlurmStep | None) -> Derived:
         host = "is_host=" + ("true" if step.node_id == 0 else "false")
         conf = f"{conf},{host}" if conf else host
     shown = tuple(f"--{k.replace('_', '-')}={v}" for k, v in fills.items())
-    return Derived(replace(raw, rdzv_conf=conf, **fills), shown)  # type: ignore[arg-type]
+    changed = replace(raw, rdzv_conf=conf, **fills)  # type: ignore[arg-type]
+    return Derived(changed, shown, step.signals_every_process)
