@@ -156,3 +156,27 @@ def test_standbys_start_after_the_workers_and_import_at_lower_priority(
         wait_until(lambda: nice() == {"0"}, 10, "the priority back once imported")
     finally:
         _stop(proc)
+
+
+def fails_once_then_reports() -> tuple[str, bool]:
+    """A callable for the API: the first attempt fails; the next says if it ran warm."""
+    import sys
+
+    restart = os.environ["TORCHELASTIC_RESTART_COUNT"]
+    if restart == "0":
+        raise RuntimeError("first attempt")
+    return restart, "xml.dom.minidom" in sys.modules
+
+
+def test_api_callables_restart_warm_and_programs_never_get_a_standby() -> None:
+    from rallypoint import LaunchConfig, elastic_launch, launch
+
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=2,
+        max_restarts=1,
+        warm_modules=("xml.dom.minidom",),
+    )
+    assert launch(config, fails_once_then_reports) == {0: ("1", True), 1: ("1", True)}
+    assert elastic_launch(config, "/bin/true")() == {0: None, 1: None}

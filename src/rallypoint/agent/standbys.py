@@ -19,6 +19,7 @@ import resource
 
 from rallypoint.agent.job import Job
 from rallypoint.agent.worker_env import standby_env
+from rallypoint.config import EntrypointKind
 from rallypoint.errors import LaunchError
 from rallypoint.workers.command import worker_argv
 from rallypoint.workers.escapees import wait_ended
@@ -56,6 +57,8 @@ class StandbyPool:
 
     def fill(self) -> None:
         """Start a standby for each local rank that has none (a failure only means cold starts)."""
+        if self._job.entrypoint.kind is EntrypointKind.BINARY:
+            return  # not Python: nothing to warm (the CLI never asks; the API might)
         for local_rank in range(self._job.config.nproc_per_node):
             if local_rank not in self._waiting:
                 try:
