@@ -180,3 +180,38 @@ def test_api_callables_restart_warm_and_programs_never_get_a_standby() -> None:
     )
     assert launch(config, fails_once_then_reports) == {0: ("1", True), 1: ("1", True)}
     assert elastic_launch(config, "/bin/true")() == {0: None, 1: None}
+
+
+def _terminal_view(warm: str, mark: str) -> dict[str, object]:
+    from tests.terminal import Terminal
+
+    term = Terminal(rows=33, columns=117)
+    try:
+        args = ["-m", "rallypoint", "--standalone", "--max-restarts=1", warm]
+        term.start([*args, str(WORKERS / "warm_tty.py")], launcher_env(mark))
+        assert term.finish(120) == 0, term.screen().decode(errors="replace")
+        (line,) = [x for x in term.screen().splitlines() if x.startswith(b"VIEW ")]
+        view: dict[str, object] = json.loads(line[5:])
+        return view
+    finally:
+        term.close()
+
+
+def test_on_a_terminal_a_warm_worker_sees_what_a_cold_one_sees(mark: str) -> None:
+    cold = _terminal_view("--warm=off", mark)
+    warm = _terminal_view("--warm=xml.dom.minidom", mark)
+    assert (cold.pop("preloaded"), warm.pop("preloaded")) == (False, True)
+    assert warm == cold
+    assert cold["stderr_size"] == [117, 33]  # stderr is a pseudo-terminal of the user's size
+
+
+def test_tee_and_log_files_of_a_warm_attempt(mark: str, tmp_path: Path) -> None:
+    args = ["--standalone", "--nproc-per-node=2", "--max-restarts=1", "--warm=xml.dom.minidom"]
+    args += ["--tee=3", f"--log-dir={tmp_path}", str(WORKERS / "warm_argv.py"), "x"]
+    done = rallypoint(args, launcher_env(mark), cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    for rank in (0, 1):
+        (shown,) = [x for x in done.stdout.splitlines() if x.startswith(f"[default{rank}]:{{")]
+        (log,) = tmp_path.glob(f"*/attempt_1/{rank}/stdout.log")
+        assert log.read_text() == shown.removeprefix(f"[default{rank}]:") + "\n"
+        assert json.loads(log.read_text())["preloaded"]["xml.dom.minidom"] is True
