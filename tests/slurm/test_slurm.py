@@ -177,13 +177,30 @@ def test_usr1_on_the_step_reaches_every_worker_once_and_the_job_finishes(
     assert slurm.wait_idle(30) == []
 
 
+def stuck_workers(folder: Path) -> dict[str, str]:
+    """Per rank whose worker still runs: its state and signal masks, from /proc."""
+    found = {}
+    for ready in folder.glob("*.ready"):
+        status = Path(f"/proc/{ready.read_text()}/status")
+        if status.exists():
+            keep = ("State", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "PPid")
+            lines = [ln for ln in status.read_text().splitlines() if ln.startswith(keep)]
+            found[ready.stem] = "; ".join(lines)
+    return found
+
+
 def scancelled(cluster: SlurmCluster, argv: list[str], folder: Path, label: str) -> tuple[int, str]:
     """srun the takers under ``argv``, scancel the job once they wait: srun's rc and stderr."""
     folder.mkdir()
     step, job = start_takers(cluster, argv, folder)
     sent = time.monotonic()
     cluster.client(["scancel", str(job)])
-    _, err = step.communicate(timeout=120)
+    try:
+        _, err = step.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        stuck = stuck_workers(folder)
+        _, err = step.communicate(timeout=120)
+        err += f"\nworkers still there 5 s after scancel: {stuck}"
     took = time.monotonic() - sent
     print(f"{cluster.proctrack} {label}: srun rc {step.returncode} {took:.1f} s after scancel")
     last = {rank: tuple(signals[-1:]) for rank, signals in logged(folder).items()}
