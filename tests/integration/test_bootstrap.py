@@ -165,3 +165,17 @@ def test_sampling_every_5_ms_through_import_torch_never_crashes(tmp_path: Path) 
             samples = channel.read().count(b"\nSample (")
         assert proc.wait(timeout=120) == 0
         assert samples > 10
+
+
+@pytest.mark.parametrize("source", ["def broken(:\n    pass\n", "x = 1 +\n"])
+def test_a_syntax_error_without_site_exits_1_as_python_does(source: str, tmp_path: Path) -> None:
+    """Under ``-S`` (as in a fresh venv) few objects refer to None: no crash at exit."""
+    path = tmp_path / "odd.py"
+    path.write_text(source)
+    argv = worker_argv(Entrypoint(EntrypointKind.SCRIPT, str(path)), 0, {})
+    assert argv[0] == sys.executable
+    through = _run([argv[0], "-S", *argv[1:]], tmp_path)
+    direct = _run([sys.executable, "-S", "-u", str(path)], tmp_path)
+    assert "Fatal Python error" not in through[2]
+    assert through == direct
+    assert through[0] == 1

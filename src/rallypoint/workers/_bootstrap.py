@@ -83,6 +83,12 @@ def _arm(fd_text: str, period: float) -> None:
 
 
 def _fresh_main() -> dict[str, object]:
+    # The interpreter runs this file as ``__main__`` and, in 3.11, still uses that first
+    # module's dict after the file ends; once ``sys.modules`` lets go of it nothing else
+    # may hold it (a SyntaxError leaves no frame that does), and it is freed early: a
+    # crash at exit ("none_dealloc"), seen only where few objects refer to None (a fresh
+    # venv, ``-S``). A reference from an already loaded private module keeps it alive.
+    _external._rallypoint_first_main = sys.modules["__main__"]  # type: ignore[attr-defined]
     main = type(sys)("__main__")
     namespace: dict[str, object] = vars(main)
     namespace.update({"__annotations__": {}, "__builtins__": builtins})
