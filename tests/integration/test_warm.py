@@ -118,9 +118,17 @@ WARM_BOUND = 1.0  # seconds from the crash to the restarted workers past `import
 
 @pytest.mark.torch
 def test_gloo_job_restarts_warm(mark: str, tmp_path: Path) -> None:
-    args = ["--standalone", "--nproc-per-node=2", "--max-restarts=1"]
+    args = ["--standalone", "--nproc-per-node=2", "--max-restarts=1", f"--log-dir={tmp_path}"]
     done = rallypoint([*args, str(WORKERS / "warm_gloo.py"), str(tmp_path)], launcher_env(mark))
     assert done.returncode == 0, done.stderr
+    (events,) = tmp_path.glob("*/events.jsonl")
+    started = [
+        e for e in map(json.loads, events.read_text().splitlines()) if e["kind"] == "worker_started"
+    ]
+    assert [(e["attempt"], e["warm"]) for e in started] == [(0, False)] * 2 + [(1, True)] * 2
+    resident = [e["standby_kib"] / 1024 for e in started[2:]]
+    print(f"standbys' resident memory at the hand-over: {resident} MiB; ", end="")
+    assert min(resident) > 50  # torch is loaded in them
     crash = float((tmp_path / "crash").read_text())
     records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for record in records:

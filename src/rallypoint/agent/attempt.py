@@ -98,6 +98,8 @@ class Attempt:
                 prepared.started_wall,
                 worker,
                 restart_count=self.restart_count,
+                warm=worker.standby_kib is not None,
+                **({"standby_kib": worker.standby_kib} if worker.standby_kib else {}),
             )
         logger.info(
             "attempt %d: %d workers, ranks %d-%d",

@@ -85,7 +85,12 @@ class StandbyPool:
         if worker is None:
             self._gone.append(standby)
             return None
-        logger.info("local rank %d: standby pid %d takes over", request.local_rank, worker.pid)
+        logger.info(
+            "local rank %d: standby pid %d takes over (%s KiB resident)",
+            request.local_rank,
+            worker.pid,
+            worker.standby_kib,
+        )
         return worker
 
     def memory_kib(self) -> dict[int, int | None]:

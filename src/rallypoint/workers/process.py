@@ -47,10 +47,13 @@ class SpawnRequest:
 class WorkerProcess:
     """A running (or finished) worker."""
 
-    def __init__(self, request: SpawnRequest, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self, request: SpawnRequest, popen: subprocess.Popen[bytes], standby_kib: int | None = None
+    ) -> None:
         self.request = request
         self._popen = popen
         self.status: ExitStatus | None = None
+        self.standby_kib = standby_kib  # a warm worker: its standby's resident memory
 
     @classmethod
     def spawn(cls, request: SpawnRequest) -> WorkerProcess:

@@ -128,6 +128,7 @@ class Standby:
         channel = request.argv[3]
         fds = streams if channel == "-" else [*streams, int(channel)]
         self._pass_on_held(streams)
+        resident = self.rss_kib()
         try:
             socket.send_fds(self._control, [b"G"], fds)
             self._control.sendall(encode_order(request.argv[3:], request.env))
@@ -137,7 +138,7 @@ class Standby:
             self.kill()
             return None
         self._close()
-        return WorkerProcess(request, self._popen)
+        return WorkerProcess(request, self._popen, resident)
 
     def _pass_on_held(self, targets: list[int]) -> None:
         """Copy what the standby wrote so far to the worker's own streams, without blocking."""
