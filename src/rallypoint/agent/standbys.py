@@ -93,10 +93,6 @@ class StandbyPool:
         )
         return worker
 
-    def memory_kib(self) -> dict[int, int | None]:
-        """Resident memory of each waiting standby, by local rank."""
-        return {rank: standby.rss_kib() for rank, standby in sorted(self._waiting.items())}
-
     async def aclose(self) -> None:
         """Kill and reap every standby left."""
         left = [*self._waiting.values(), *self._gone]
@@ -104,7 +100,7 @@ class StandbyPool:
         self._gone.clear()
         for standby in left:
             standby.kill()
-        await wait_ended([s.pid for s in left], KILL_WAIT)
+        await wait_ended([s.pid for s in left if not s.reaped], KILL_WAIT)
         for standby in left:
             if standby.reap():
                 self._guardian.release(standby.pid)

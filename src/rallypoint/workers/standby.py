@@ -150,14 +150,20 @@ class Standby:
                     _write_some(target, data)
 
     def kill(self) -> None:
-        """SIGKILL the standby's group (it is reaped by :meth:`reap`)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+        """SIGKILL the standby's group (it is reaped by :meth:`reap`), unless already reaped."""
+        if not self.reaped:  # the pid is still this one's
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
         self._close()
 
     def reap(self) -> bool:
         """Collect its exit status if it has ended; True once it has."""
         return self._popen.poll() is not None
+
+    @property
+    def reaped(self) -> bool:
+        """Whether its exit status was collected (its pid may then be another's)."""
+        return self._popen.returncode is not None
 
     def _close(self) -> None:
         if self._control is not None:
