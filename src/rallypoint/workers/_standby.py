@@ -41,15 +41,20 @@ def wait(argv: list[str], path_entry: "Callable[[str, str], str]") -> list[str]:
     payload, fds = _receive(int(sock_text))
     if not payload:  # the agent went away without a word: nothing to become
         os._exit(0)
-    fields = payload.split(b"\0")
-    count = int(fields[0])
-    worker_argv = [os.fsdecode(field) for field in fields[1 : 1 + count]]
+    worker_argv, entries = decode_order(payload)
     _take_stdio(fds)
     if worker_argv[0] != "-":
         worker_argv[0] = str(fds[2])  # the stack channel, under the number it got here
-    _replace_environ(fields[1 + count :])
+    _replace_environ(entries)
     _forget_directory_listings()
     return worker_argv
+
+
+def decode_order(payload: bytes) -> tuple[list[str], list[bytes]]:
+    """The agent's message (after its first byte): the worker's argv, its ``KEY=value`` entries."""
+    fields = payload.split(b"\0")
+    count = int(fields[0])
+    return [os.fsdecode(field) for field in fields[1 : 1 + count]], fields[1 + count :]
 
 
 def _warm_up(modules: list[str], entry: str, nice: int) -> None:
