@@ -119,7 +119,8 @@ WARM_BOUND = 1.0  # seconds from the crash to the restarted workers past `import
 @pytest.mark.torch
 def test_gloo_job_restarts_warm(mark: str, tmp_path: Path) -> None:
     args = ["--standalone", "--nproc-per-node=2", "--max-restarts=1", f"--log-dir={tmp_path}"]
-    done = rallypoint([*args, str(WORKERS / "warm_gloo.py"), str(tmp_path)], launcher_env(mark))
+    job = [str(WORKERS / "warm_gloo.py"), str(tmp_path), "after=3"]  # the standbys imported
+    done = rallypoint([*args, *job], launcher_env(mark))
     assert done.returncode == 0, done.stderr
     (events,) = tmp_path.glob("*/events.jsonl")
     started = [
@@ -159,7 +160,7 @@ def test_standbys_start_after_the_workers_and_import_at_lower_priority(
         workers = [int(p.read_text().split()[0]) for p in tmp_path.glob("worker_*")]
         # field 19 of /proc/<pid>/stat is the nice value, 21 the start time (after the name)
         nice = lambda: {_stat(pid)[16] for pid in standbys}  # noqa: E731
-        wait_until(lambda: nice() == {"10"}, 5, "the standbys importing at nice 10")
+        wait_until(lambda: nice() == {"10"}, 20, "the standbys importing at nice 10")
         assert min(int(_stat(p)[19]) for p in standbys) >= max(int(_stat(p)[19]) for p in workers)
         wait_until(lambda: nice() == {"0"}, 10, "the priority back once imported")
     finally:

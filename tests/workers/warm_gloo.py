@@ -2,7 +2,8 @@
 
 argv[1] is a folder. Attempt 0: ranks join the group, then the last rank
 writes ``crash`` (the time) and exits 1 while the others wait in a collective
-(with argv[2] ``early``: before joining, right after ``import torch``). Attempt
+(with argv[2] ``early``: before joining, right after ``import torch``; with
+``after=S``: S seconds after joining, time for the standbys' own imports). Attempt
 1: every rank writes ``rank<N>.json``: its times (first line, after ``import
 torch``, after ``init_process_group``), whether CUDA was initialised before
 the script touched it, its pid and the all-reduce sum.
@@ -34,12 +35,14 @@ def main() -> None:
     folder = sys.argv[1]
     first = os.environ["TORCHELASTIC_RESTART_COUNT"] == "0"
     last = os.environ["RANK"] == str(int(os.environ["WORLD_SIZE"]) - 1)
-    if first and last and sys.argv[2:] == ["early"]:
+    when = sys.argv[2] if len(sys.argv) > 2 else ""
+    if first and last and when == "early":
         crash(folder)
     dist.init_process_group("gloo")
     joined = time.time()
     rank = dist.get_rank()
     if first and last:
+        time.sleep(float(when.removeprefix("after=") or 0))
         crash(folder)
     total = torch.tensor([rank + 1.0])
     dist.all_reduce(total)
