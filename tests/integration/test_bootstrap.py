@@ -138,7 +138,8 @@ def test_compiled_script_runs_as_under_plain_python(tmp_path: Path) -> None:
     source.write_text(
         "import sys\nprint(__file__, __loader__.__class__.__name__)\nraise SystemExit(4)\n"
     )
-    compiled = py_compile.compile(str(source), cfile=str(tmp_path / "prog.pyc"))
+    compiled = str(tmp_path / "prog.pyc")
+    py_compile.compile(str(source), cfile=compiled, doraise=True)
     entry = Entrypoint(EntrypointKind.SCRIPT, compiled)
     direct, through = _both(entry, [sys.executable, "-u", compiled], tmp_path)
     assert through == direct

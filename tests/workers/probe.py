@@ -47,7 +47,8 @@ def square(x: int) -> int:
 
 def nested() -> None:
     try:
-        {}["missing"]
+        empty: dict[str, int] = {}
+        empty["missing"] += 1
     except KeyError as exc:
         raise ValueError("bad value") from exc
 
@@ -64,7 +65,9 @@ def run(mode: str) -> None:
     elif mode == "interrupt":
         raise KeyboardInterrupt
     elif mode == "excepthook":
-        sys.excepthook = lambda t, v, tb: print("hook", t.__name__, tb.tb_frame.f_code.co_name)
+        sys.excepthook = lambda t, v, tb: print(
+            "hook", t.__name__, tb and tb.tb_frame.f_code.co_name
+        )
         nested()
     elif mode == "warn":
         warnings.warn("careful", UserWarning, stacklevel=1)
