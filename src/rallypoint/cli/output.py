@@ -144,9 +144,16 @@ def _block(idx: int, failure: WorkerFailure, host: str) -> str:
         f"  error_file: {failure.error_file or '<N/A>'}",
         f"  traceback : {text}",
     ]
-    if failure.stack and failure.stack != failure.traceback:
-        lines.append("  stack     : " + failure.stack.replace("\n", "\n  "))
     return "\n".join(lines)
+
+
+def _stacks(report: FailureReport) -> list[str]:
+    """Python stacks (at a fatal signal, or when found hung), after torchrun's block."""
+    return [
+        f"{PREFIX}: rank {f.global_rank} (local {f.local_rank}): {f.stack}"
+        for f in report.failures
+        if f.stack
+    ]
 
 
 def _folded(report: FailureReport) -> list[str]:
@@ -199,6 +206,7 @@ def format_summary(report: FailureReport, report_path: str | None) -> str:
             *stopped,
         ]
     lines.append("=" * width)
+    lines += _stacks(report)
     if report_path:
         lines.append(f"{PREFIX}: failure report written to {report_path}")
     return "\n".join(lines)

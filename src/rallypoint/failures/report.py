@@ -79,7 +79,7 @@ class WorkerFailure:
             *times,
             error_file,
             message,
-            text or stack,
+            text,
             oom_killed,
             stack,
             hung,
