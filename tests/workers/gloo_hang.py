@@ -6,9 +6,12 @@
 - ``segv``: rank 1 dereferences a null pointer in ``deref_null()``.
 - ``long_call``: rank 1 spends $STALL_SECONDS in one C call (libc ``sleep``)
   in its first step, then every rank goes on and the job ends well.
+
+$GLOO_TIMEOUT_SECONDS bounds every collective (bench/hang.py gives torchrun a short one).
 """
 
 import ctypes
+import datetime
 import os
 import time
 
@@ -49,7 +52,8 @@ STEP = [0]
 
 
 def main() -> None:
-    dist.init_process_group("gloo")
+    timeout = float(os.environ.get("GLOO_TIMEOUT_SECONDS", "1800"))  # torch's default
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout))
     for STEP[0] in range(3):
         step(load_batch())
     dist.barrier()
