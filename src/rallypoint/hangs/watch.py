@@ -59,6 +59,7 @@ class _Channel:
     parser: DumpParser
     latest: ThreadStack | None = None
     fatal: Dump | None = None
+    exited: bool = False  # samples still in the pipe after the exit no longer count
 
 
 class HangWatch:
@@ -111,7 +112,7 @@ class HangWatch:
         for dump in dumps:
             if dump.kind is DumpKind.FATAL:
                 channel.fatal = dump
-            elif (main := dump.main) is not None and self._clock is not None:
+            elif (main := dump.main) is not None and self._clock and not channel.exited:
                 channel.latest = main
                 self._detector.observe(channel.rank, digest(main), self._clock.monotonic())
         if dumps:
@@ -136,6 +137,7 @@ class HangWatch:
         """The worker ended: its stack no longer counts."""
         channel = self._channels.get(local_rank)
         if channel is not None:
+            channel.exited = True
             self._detector.forget(channel.rank)
 
     def latest_stack(self, local_rank: int) -> ThreadStack | None:

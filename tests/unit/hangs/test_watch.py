@@ -74,3 +74,22 @@ def test_too_short_to_be_stuck_and_crash_stacks_are_kept(tmp_path: Path) -> None
     found, crashed_in = asyncio.run(scenario())
     assert found == []
     assert crashed_in == "deref_null"
+
+
+def test_samples_read_after_a_workers_exit_do_not_make_it_stuck() -> None:
+    async def scenario() -> list[Hang]:
+        pipes = StackPipes(period=1.0)
+        ends = {local: pipes.open(local, local).fd for local in (0, 1)}
+        watch = HangWatch(pipes.take(), timeout=5.0, own_files=OWN)
+        found: list[Hang] = []
+        clock = FakeClock()
+        watch.attach(clock, found.append)
+        watch.forget(0)  # rank 0 exited; its last samples are still on their way
+        watch.forget(1)
+        await feed(watch, ends, clock, steps=10)
+        for fd in ends.values():
+            os.close(fd)
+        watch.close()
+        return found
+
+    assert asyncio.run(scenario()) == []
