@@ -7,7 +7,9 @@ from one client process with many threads, each with its own torch ``TCPStore`` 
 
 Measures, each repeated ``--runs`` times per server, alternating servers, medians kept:
 
-* ``requests/s``: 8 threads doing ``add`` as fast as they can for ``--seconds``;
+* ``requests/s``: 8 threads doing ``add`` as fast as they can for ``--seconds``, and the
+  server process's CPU time per request meanwhile (the load-independent cost: the
+  client threads share the machine's cores with the server);
 * ``gloo init, N``: N threads (ranks) connect, then each sets its address and gets every
   other rank's (``get`` = WAIT + GET, two round trips), as gloo's full-mesh rendezvous
   does: N*(N-1) gets; the time from the first set to the last get;
@@ -98,8 +100,14 @@ def run_threads(n: int, work: Callable[[int], None]) -> float:
     return time.perf_counter() - start
 
 
-def requests_per_second(port: int, seconds: float, n: int = 8) -> float:
-    """Round trips per second of ``n`` threads doing ``add``."""
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def requests_per_second(port: int, seconds: float, n: int = 8) -> tuple[float, int]:
+    """Round trips per second of ``n`` threads doing ``add``, and how many there were."""
     stores = clients(port, n)
     counts = [0] * n
     deadline = time.perf_counter() + seconds
@@ -111,7 +119,7 @@ def requests_per_second(port: int, seconds: float, n: int = 8) -> float:
             counts[i] += 1
 
     elapsed = run_threads(n, hammer)
-    return sum(counts) / elapsed
+    return sum(counts) / elapsed, sum(counts)
 
 
 def gloo_init(port: int, n: int, run: int) -> float:
@@ -150,9 +158,11 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
             proc, port = start_server(name)
             try:
                 rows = samples[name]
-                rows.setdefault("requests/s (8 threads, add)", []).append(
-                    requests_per_second(port, args.seconds)
-                )
+                before = cpu_seconds(proc.pid)
+                rate, count = requests_per_second(port, args.seconds)
+                cpu_us = (cpu_seconds(proc.pid) - before) / count * 1e6
+                rows.setdefault("requests/s (8 threads, add)", []).append(rate)
+                rows.setdefault("server CPU per request (us)", []).append(cpu_us)
                 for n in args.sizes:
                     rows.setdefault(f"gloo init, N={n} (s)", []).append(gloo_init(port, n, run))
                     rows.setdefault(f"unique-id broadcast, N={n} (s)", []).append(
@@ -188,9 +198,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     samples = measure(args)
-    print(table(samples))
     if args.json:
         args.json.write_text(json.dumps(samples, indent=1))
+    print(table(samples))
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ class TorchConnection(asyncio.Protocol):
         self._server.flush()
 
     def _serve(self, request: Request) -> None:
-        if self._validated is isinstance(request, Validate):
+        if self._validated is (type(request) is Validate):
             what = "validated twice" if self._validated else "did not validate first"
             raise TorchProtocolError(f"the client {what}")
         reply = self.state.apply(self.owner, request)

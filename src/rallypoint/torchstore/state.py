@@ -78,6 +78,7 @@ _STOLL: Final = re.compile(rb"[ \t\n\v\f\r]*([+-]?[0-9]+)")
 _INT64: Final = 1 << 64
 _STOP = WaitReply(WaitResponse.STOP_WAITING)
 _CANCELED = WaitReply(WaitResponse.WAIT_CANCELED)
+_NONE: Final[list[Wakeup]] = []  # take_wakeups' answer when there are none (never mutated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,8 @@ class TorchStoreState:
 
     def take_wakeups(self) -> list[Wakeup]:
         """The wait replies the last calls produced, in order; clears them."""
+        if not self._wakeups:
+            return _NONE
         wakeups, self._wakeups = self._wakeups, []
         return wakeups
 
