@@ -26,7 +26,8 @@ async def feed(watch: HangWatch, ends: dict[int, int], clock: FakeClock, steps: 
     for step in range(steps):
         for local, (_, dumps) in recordings.items():
             os.write(ends[local], dumps[step % len(dumps)])
-        await asyncio.sleep(0.01)  # the loop reads the pipes
+        await asyncio.sleep(0)  # the loop reads the pipes
+        await asyncio.sleep(0)
         clock.advance(1.0)
 
 
@@ -93,3 +94,21 @@ def test_samples_read_after_a_workers_exit_do_not_make_it_stuck() -> None:
         return found
 
     assert asyncio.run(scenario()) == []
+
+
+def test_without_a_hang_timeout_a_hang_is_reported_after_five_minutes() -> None:
+    async def scenario(steps: int) -> list[Hang]:
+        pipes = StackPipes(period=1.0)
+        ends = {local: pipes.open(local, local).fd for local in (0, 1)}
+        watch = HangWatch(pipes.take(), timeout=None, own_files=OWN)
+        found: list[Hang] = []
+        clock = FakeClock()
+        watch.attach(clock, found.append)
+        await feed(watch, ends, clock, steps=steps)
+        for fd in ends.values():
+            os.close(fd)
+        watch.close()
+        return found
+
+    assert asyncio.run(scenario(300)) == []  # 299 s of identical samples
+    assert len(asyncio.run(scenario(302))) == 1
