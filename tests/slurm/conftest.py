@@ -19,7 +19,7 @@ from tests.slurm.cluster import SlurmCluster, freezer_available, missing_tools
 PLUGINS = ("cgroup", "linuxproc")
 
 
-def _cluster(proctrack: str) -> Iterator[SlurmCluster]:
+def _cluster(proctrack: str, nodes: int = 2) -> Iterator[SlurmCluster]:
     missing = missing_tools()
     if missing:
         pytest.skip(f"a Slurm cluster needs {', '.join(missing)}")
@@ -28,7 +28,7 @@ def _cluster(proctrack: str) -> Iterator[SlurmCluster]:
     # not under pytest's tmp folder: munged wants every folder above its socket searchable
     state = Path(tempfile.mkdtemp(prefix=f"rallypoint-slurm-{proctrack}-"))
     try:
-        with SlurmCluster(state, proctrack=proctrack) as cluster:
+        with SlurmCluster(state, nodes=nodes, proctrack=proctrack) as cluster:
             yield cluster
     finally:
         shutil.rmtree(state, ignore_errors=True)
@@ -36,8 +36,8 @@ def _cluster(proctrack: str) -> Iterator[SlurmCluster]:
 
 @pytest.fixture(scope="session")
 def slurm_cgroup() -> Iterator[SlurmCluster]:
-    """A 2-node cluster with proctrack/cgroup (Slurm signals only the step's tasks)."""
-    yield from _cluster("cgroup")
+    """A 3-node cluster with proctrack/cgroup (Slurm signals only the step's tasks)."""
+    yield from _cluster("cgroup", nodes=3)
 
 
 @pytest.fixture(scope="session")

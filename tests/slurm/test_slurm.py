@@ -7,7 +7,10 @@ on ``eth0`` (GLOO_SOCKET_IFNAME). Measured figures are printed (``pytest -s`` sh
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +29,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 ALLREDUCE = str(REPO / "tests" / "multinode" / "scripts" / "allreduce.py")
 WHOAMI = str(REPO / "tests" / "slurm" / "scripts" / "whoami.py")
 TAKER = str(WORKERS / "notice_taker.py")
+ELASTIC = str(REPO / "tests" / "multinode" / "scripts" / "elastic.py")
 GLUE = (  # torchrun reads PET_<FLAG> for every flag it was not given
     'M=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1); '
     'export PET_NNODES="$SLURM_NNODES" PET_NODE_RANK="$SLURM_NODEID" '
@@ -240,3 +244,50 @@ def test_sbatch_with_the_zero_flag_form_inside(slurm_cgroup: SlurmCluster, tmp_p
         (str(r), "4", "2") for r in range(4)
     ]
     assert out.count("running as a Slurm step task") == 2
+
+
+def agent_on(cluster: SlurmCluster, index: int) -> int:
+    """The pid of the rallypoint agent slurmstepd started on node ``index``."""
+    for pid in cluster.pids_in(cluster.node(index)):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+            comm = Path(f"/proc/{parent}/comm").read_text().strip()
+            if argv[1:3] == [b"-m", b"rallypoint"] and comm.startswith("slurmstepd"):
+                return pid
+    raise AssertionError(f"no rallypoint agent on node {index}")
+
+
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_an_agent_sigkilled_in_an_elastic_srun_job_and_the_others_go_on(
+    slurm_cgroup: SlurmCluster, tmp_path: Path
+) -> None:
+    argv = [
+        "srun",
+        "-N3",
+        "--ntasks-per-node=1",
+        *RALLYPOINT,
+        "--nnodes=2:3",
+        "--nproc-per-node=1",
+        "--max-restarts=3",
+        ELASTIC,
+    ]
+    step = slurm_cgroup.start_client(argv, env_for(tmp_path, STEPS="150"))
+    deadline = time.monotonic() + 120
+    while len(jsonl(tmp_path / "joined.jsonl")) < 3:
+        assert step.poll() is None, step.communicate()
+        assert time.monotonic() < deadline, "the three nodes did not start"
+        time.sleep(0.1)
+    killed = time.time()
+    os.kill(agent_on(slurm_cgroup, 3), signal.SIGKILL)  # node 3 does not host the store
+    _, err = step.communicate(timeout=180)
+    finished = jsonl(tmp_path / "finished.jsonl")
+    rejoined = [j for j in jsonl(tmp_path / "joined.jsonl") if j["WORLD_SIZE"] == "2"]
+    if rejoined:
+        print(f"node 3's agent SIGKILLed: world 2 again {rejoined[0]['time'] - killed:.1f} s later")
+    assert sorted(f["WORLD_SIZE"] for f in finished) == ["2", "2"], err
+    assert "task 2: Killed" in err
+    assert slurm_cgroup.wait_idle(30) == []
