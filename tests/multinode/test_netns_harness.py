@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.harness import marked_pids
+from tests.harness import marked_pids, wait_until
 from tests.multinode.conftest import MakeLab
 from tests.multinode.netns import NetnsLab, Node, list_namespaces
 
@@ -121,7 +121,8 @@ def populate(lab: NetnsLab, mark: str) -> None:
         )
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "spawned"
-    assert len(marked_pids(mark, NETNS_MARK)) == 3 * len(lab)
+    want = 3 * len(lab)  # each spawner, its child and its escaped grandchild
+    wait_until(lambda: len(marked_pids(mark, NETNS_MARK)) == want, 10, f"{want} processes")
 
 
 def assert_gone(lab: NetnsLab, mark: str) -> None:
