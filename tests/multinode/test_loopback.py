@@ -233,7 +233,10 @@ def test_survivors_of_a_killed_agent_rejoin_at_world_2_warm(mark: str, tmp_path:
     killed_at = time.time()
     assert finish(agents[:2], 120) == [0, 0], (tmp_path / "a0.err").read_text()
     agents[2].wait()
-    rejoined = [j for j in read_lines(tmp_path / "joined.jsonl") if j["WORLD_SIZE"] == "2"]
+    joined = read_lines(tmp_path / "joined.jsonl")
+    first = [j for j in joined if j["WORLD_SIZE"] == "3"]
+    assert [j["preloaded"] for j in first] == [True] * 3, "standbys imported during the rendezvous"
+    rejoined = [j for j in joined if j["WORLD_SIZE"] == "2"]
     assert len(rejoined) == 2
     assert all(j["preloaded"] for j in rejoined), "the survivors' new workers were standbys"
     delay = max(float(j["time"]) for j in rejoined) - killed_at
