@@ -159,6 +159,9 @@ class FakeRendezvous:
 
     failure: BaseException | None = None
 
+    def stack_board(self) -> None:
+        return None
+
     def running_decision(self) -> RunningDecision:
         if self.shared.closed is not None and self.decision.change is Change.KEEP:
             return RunningDecision(Change.CLOSED, self.shared.closed)

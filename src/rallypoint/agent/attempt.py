@@ -26,7 +26,14 @@ from rallypoint.config import EntrypointKind
 from rallypoint.events.log import EventLog, RunEvent, RunEventKind
 from rallypoint.failures.error_file import read_error_file
 from rallypoint.failures.oom import killed_by_oom
-from rallypoint.failures.report import WorkerFailure, hang_message, hang_warning, timer_message
+from rallypoint.failures.report import (
+    WorkerFailure,
+    hang_message,
+    hang_warning,
+    remote_culprit,
+    timer_message,
+)
+from rallypoint.hangs.board import StackBoard
 from rallypoint.hangs.dump import format_stack
 from rallypoint.hangs.watch import Hang, HangWatch
 from rallypoint.health.file_timer import Expiry
@@ -52,6 +59,7 @@ class AttemptDeps:
     clock: Clock
     events: EventLog
     standbys: StandbyPool | None = None  # warm restarts, when on
+    board: Callable[[], StackBoard | None] = lambda: None  # the nodes' shared stack digests
 
 
 class Attempt:
@@ -90,7 +98,11 @@ class Attempt:
             prepared.timers.attach(self._clock, self._timer_expired)
         if prepared.stacks is not None:
             ends = prepared.stacks.take()
-            self._hangs = HangWatch(ends, self.job.config.hang_timeout, BOOTSTRAP_FILES)
+            board = self._deps.board()
+            if board is not None:
+                board.period = max(self.job.config.stack_period, 1.0)
+            timeout = self.job.config.hang_timeout
+            self._hangs = HangWatch(ends, timeout, BOOTSTRAP_FILES, board)
             self._hangs.attach(self._clock, self._hang_found)
         for worker in prepared.workers:
             self._emit(
@@ -141,6 +153,9 @@ class Attempt:
         if self.job.config.hang_timeout is None:
             logger.warning("%s", hang_warning(culprits, hang.verdict, stacks))
             return
+        mine = {s.global_rank for s in self.prepared.slots.values()}
+        if not mine & set(culprits):
+            logger.error("%s", remote_culprit(culprits, message))
         for worker in self.group.alive:
             rank = self.prepared.slots[worker.request.local_rank].global_rank
             if rank in culprits:

@@ -52,6 +52,7 @@ from rallypoint.workers.process import WorkerProcess
 
 if TYPE_CHECKING:
     from rallypoint.agent.seams import Attempts, MakeAttempts, RunningAttempt
+    from rallypoint.hangs.board import StackBoard
 
 logger = logging.getLogger(__name__)
 
@@ -146,10 +147,15 @@ class Supervisor:
 
     def _local_attempts(self, guardian: Guardian) -> MakeAttempts:
         def make(post: Callable[[AgentEvent], None]) -> Attempts:
-            deps = AttemptDeps(guardian, post, self._clock, self.events, self._standbys)
+            deps = AttemptDeps(
+                guardian, post, self._clock, self.events, self._standbys, self._stack_board
+            )
             return LocalAttempts(self.job, self.layout, deps, self._prestarted)
 
         return make
+
+    def _stack_board(self) -> StackBoard | None:
+        return self._rendezvous.stack_board() if self._rendezvous is not None else None
 
     async def _recorded(self, attempts: Attempts) -> RunResult:
         """Drive the policy, with the run's start and end in the event log."""

@@ -125,6 +125,11 @@ def hang_message(verdict: Verdict, rank: int) -> str:
     return head + "; " + "; ".join(f"{_ranks(g.ranks)} {_place(g)}" for g in others)
 
 
+def remote_culprit(culprits: tuple[int, ...], message: str) -> str:
+    """A hang whose culprits all run on other nodes: theirs stop them."""
+    return f"{_ranks(culprits)} on another node {message} (that node stops it)"
+
+
 def hang_warning(hang_ranks: tuple[int, ...], verdict: Verdict, stacks: dict[int, str]) -> str:
     """The report-only warning: who looks hung, and every distinct stack once with its ranks."""
     detail = hang_message(verdict, hang_ranks[0]).removeprefix("hung: ")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rallypoint.hangs.board import NodeDigests, judge_job, local_record
 from rallypoint.hangs.detector import RankStack, StuckDetector
 from rallypoint.hangs.digest import digest
 from rallypoint.hangs.dump import Dump, DumpKind, DumpParser, ThreadStack
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from rallypoint.clock import Clock
+    from rallypoint.hangs.board import StackBoard
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +72,10 @@ class HangWatch:
         read_ends: Mapping[int, tuple[int, int]],
         timeout: float | None,
         own_files: frozenset[str],
+        board: StackBoard | None = None,
     ) -> None:
         """Take over ``read_ends`` (local rank -> (global rank, fd)); ``own_files``: the
-        bootstrap's, whose frames are dropped."""
+        bootstrap's, whose frames are dropped; ``board``: the other nodes' digests, if any."""
         self.timeout = timeout or REPORT_ONLY_TIMEOUT
         self._detector = StuckDetector(self.timeout)
         self._channels = {
@@ -83,12 +86,16 @@ class HangWatch:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: Clock | None = None
         self._on_hang: Callable[[Hang], None] = lambda _hang: None
+        self._board = board
+        self._wall_offset = 0.0  # wall minus monotonic time, fixed at attach
+        self._judging: asyncio.Task[None] | None = None
 
     def attach(self, clock: Clock, on_hang: Callable[[Hang], None]) -> None:
         """Start reading on the running loop; ``on_hang`` is called once per hang."""
         import asyncio  # loaded by then: we run on its loop
 
         self._loop, self._clock, self._on_hang = asyncio.get_running_loop(), clock, on_hang
+        self._wall_offset = clock.wall() - clock.monotonic()
         for channel in self._channels.values():
             self._loop.add_reader(channel.fd, self._read, channel)
             self._read(channel)  # what workers wrote before the loop existed
@@ -116,16 +123,44 @@ class HangWatch:
                 channel.latest = main
                 self._detector.observe(channel.rank, digest(main), self._clock.monotonic())
         if dumps:
+            self._publish()
             self._check()
+
+    def _record(self) -> NodeDigests:
+        node = self._board.node if self._board is not None else ""
+        return local_record(node, self._detector.ranks.values(), self._wall_offset)
+
+    def _publish(self) -> None:
+        if self._board is not None:
+            self._board.offer(self._record().to_text())
 
     def _check(self) -> None:
         stuck = self._detector.stuck()
-        if not stuck or self._still_reported():
+        if not stuck or self._still_reported() or self._judging is not None:
             return
         self._reported = {(r.rank, r.since) for r in stuck}
-        ranks = tuple(sorted(self._detector.ranks.values(), key=lambda r: r.rank))
+        if self._board is None or self._loop is None:
+            ranks = tuple(sorted(self._detector.ranks.values(), key=lambda r: r.rank))
+            self._report(judge(ranks, stuck), ranks)
+            return
+        self._judging = self._loop.create_task(self._judge_job(self._board))
+
+    async def _judge_job(self, board: StackBoard) -> None:
+        """The verdict over every node's ranks: this node's, then the records of the others."""
+        try:
+            nodes = [self._record()]
+            for node, text in sorted((await board.others()).items()):
+                try:
+                    nodes.append(NodeDigests.from_text(node, text))
+                except ValueError as exc:
+                    logger.warning("%s", exc)
+            assert self._clock is not None
+            self._report(*judge_job(nodes, self._clock.wall(), self.timeout))
+        finally:
+            self._judging = None
+
+    def _report(self, verdict: Verdict, ranks: tuple[RankStack, ...]) -> None:
         stacks = {c.rank: c.latest for c in self._channels.values() if c.latest is not None}
-        verdict = judge(ranks, self._detector.stuck())
         self._on_hang(Hang(verdict, ranks, stacks, self.timeout))
 
     def _still_reported(self) -> bool:
@@ -164,6 +199,8 @@ class HangWatch:
 
     def close(self) -> None:
         """Read what is left, then let go of every pipe."""
+        if self._judging is not None:
+            self._judging.cancel()
         for channel in self._channels.values():
             if channel.fd >= 0:
                 self._read(channel)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rallypoint.rendezvous.machine import RunningDecision
 from rallypoint.rendezvous.result import RendezvousResult
+
+if TYPE_CHECKING:
+    from rallypoint.hangs.board import StackBoard
 
 
 class Rendezvous(Protocol):
@@ -27,6 +30,10 @@ class Rendezvous(Protocol):
 
     def running_decision(self) -> RunningDecision:
         """Whether the current round's workers may keep running."""
+        ...
+
+    def stack_board(self) -> StackBoard | None:
+        """Where the nodes share their ranks' stack digests (None: a single node)."""
         ...
 
     @property

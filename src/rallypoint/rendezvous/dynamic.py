@@ -58,6 +58,7 @@ from rallypoint.rendezvous.records import (
     encode_join,
 )
 from rallypoint.rendezvous.result import RendezvousResult
+from rallypoint.rendezvous.stacks import StoreStackBoard
 from rallypoint.store import KeyValueStore, StoreError, StoreServer
 from rallypoint.tasks import TaskOwner
 
@@ -107,6 +108,7 @@ class StoreRendezvous:
         self._coordinator: Coordinator | None = None
         self._current: RoundHeader | None = None
         self.static_master_addr: str | None = None
+        self._board: StoreStackBoard | None = None
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -305,6 +307,13 @@ class StoreRendezvous:
     def listen(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` on every change this node follows."""
         self._mirror.listener = callback
+
+    def stack_board(self) -> StoreStackBoard | None:
+        """This node's stack record under its lease, and the other nodes' (once started)."""
+        if self._board is None and self._lease:
+            node = self.me.node_id
+            self._board = StoreStackBoard(self._client, node, self._lease, self._clock, self._owner)
+        return self._board
 
     def running_decision(self) -> RunningDecision:
         """Whether the current round still holds."""

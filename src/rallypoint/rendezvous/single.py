@@ -64,6 +64,10 @@ class SingleNodeRendezvous:
 
         return RunningDecision(Change.KEEP)
 
+    def stack_board(self) -> None:
+        """One node judges its own ranks: nothing to share."""
+        return None
+
     @property
     def failure(self) -> BaseException | None:
         """No background task, no failure."""
