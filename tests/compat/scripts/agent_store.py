@@ -28,4 +28,8 @@ total = torch.tensor([float(rank)])
 dist.all_reduce(total)
 dist.barrier()
 dist.destroy_process_group()
-print(json.dumps({"rank": rank, "seen": seen, "sum": total.item(), "port": port}), flush=True)
+# One write per line: print() under PYTHONUNBUFFERED writes the text and its newline
+# separately, and ranks sharing torchrun's stdout can glue their lines together.
+line = json.dumps({"rank": rank, "seen": seen, "sum": total.item(), "port": port})
+sys.stdout.write(line + "\n")
+sys.stdout.flush()
