@@ -269,7 +269,7 @@ def watch_until_exit(
         sample_tree(proc.pid, script, peaks)
         if time.monotonic() > deadline:
             print(
-                f"  WARNING: {proc.args} still running after {limit_s:.0f} s; killed it",
+                f"  WARNING: {proc.args!r} still running after {limit_s:.0f} s; killed it",
                 file=sys.stderr,
             )
             proc.kill()

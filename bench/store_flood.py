@@ -41,7 +41,7 @@ def first_json(proc: subprocess.Popen[str]) -> dict[str, float]:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
-        raise SystemExit(f"{proc.args} ended before it printed anything")
+        raise SystemExit(f"{proc.args!r} ended before it printed anything")
     result: dict[str, float] = json.loads(line)
     return result
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import MARK, wait_until_gone
+from tests.harness import MARK
 from tests.harness import marked_pids as marked_pids  # re-exported: tests import it from here
+from tests.harness import wait_until_gone as wait_until_gone  # re-exported too
 
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = REPO / "tests" / "workers"

@@ -49,12 +49,14 @@ def raw(text: str) -> bytes:
 _rng = random.Random(10)
 Case = Callable[[dict[str, int]], bytes]
 
+
+def _random_bytes(size: int) -> Case:
+    return lambda _: _rng.randbytes(size)
+
+
 # name -> (before the handshake?, the bytes, what may happen)
 CASES: dict[str, tuple[bool, Case, set[str]]] = {
-    **{
-        f"random-bytes-{i}": (True, lambda _, i=i: _rng.randbytes(64 + 97 * i), {"closed"})
-        for i in range(5)
-    },
+    **{f"random-bytes-{i}": (True, _random_bytes(64 + 97 * i), {"closed"}) for i in range(5)},
     "http": (True, lambda _: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", {"closed"}),
     "4GiB-prefix": (True, lambda _: struct.pack(">I", 0xFFFFFFFF), {"closed"}),
     "16MiB-prefix": (True, lambda _: struct.pack(">I", 16 << 20) + b"[{},", {"closed"}),

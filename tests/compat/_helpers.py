@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import scratch_env
 from tests.harness import MARK
@@ -152,9 +153,9 @@ def _split0(data: bytes) -> list[str]:
     return text[:-1].split("\0")
 
 
-def load_dumps(folder: Path) -> dict[int, dict[str, object]]:
+def load_dumps(folder: Path) -> dict[int, dict[str, Any]]:
     """rank -> {"argv": [...], "env": {...}} from what the dump scripts wrote."""
-    dumps: dict[int, dict[str, object]] = {}
+    dumps: dict[int, dict[str, Any]] = {}
     for path in folder.glob("rank*.json"):
         dumps[int(path.stem.removeprefix("rank"))] = json.loads(path.read_text())
     for path in folder.glob("rank*.env0"):

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,10 +228,12 @@ class Both:
     torchrun: Summary
     rallypoint: Summary
     headline: re.Match[str]
-    report: dict[str, object]
+    report: dict[str, Any]  # failure.json, as JSON
 
 
-def _rallypoint_extras(outcome: Outcome, log_dir: Path, culprit: int) -> tuple[re.Match[str], dict]:
+def _rallypoint_extras(
+    outcome: Outcome, log_dir: Path, culprit: int
+) -> tuple[re.Match[str], dict[str, Any]]:
     """The headline (first line with "failed first") and failure.json, checked."""
     lines = outcome.stderr.splitlines()
     headline = next(line for line in lines if "failed first" in line)

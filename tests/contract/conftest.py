@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from store_backends import BACKENDS, Scenario
+from tests.contract.store_backends import BACKENDS, Scenario
 
 
 @pytest.fixture(params=[pytest.param(name, marks=marks) for name, (_, marks) in BACKENDS.items()])

@@ -13,7 +13,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 
 import pytest
-from etcd_servers import EtcdCluster, have_etcd
+from tests.contract.etcd_servers import EtcdCluster, have_etcd
 
 from rallypoint.store import KeyValueStore, StoreClient, StoreServer
 from rallypoint.store.etcd import EtcdStore

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from store_backends import Harness, Scenario
+from tests.contract.store_backends import Harness, Scenario
 
 from rallypoint.store import (
     EventKind,

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
@@ -64,7 +65,7 @@ def wait_listening(host: str, port: int, timeout: float = 20) -> None:
     raise AssertionError(f"nothing listens at {host}:{port}")
 
 
-def read_lines(path: Path) -> list[dict[str, str]]:
+def read_lines(path: Path) -> list[dict[str, Any]]:
     """JSON lines of ``path`` (none if it does not exist yet)."""
     if not path.exists():
         return []

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ from tests.multinode.agents import (
 pytestmark = [pytest.mark.integration, pytest.mark.multinode, pytest.mark.torch]
 
 
-def results(out: Path) -> list[dict[str, str]]:
+def results(out: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(out.glob("*_*.json"))]
 
 

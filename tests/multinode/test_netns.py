@@ -21,19 +21,31 @@ pytestmark = [pytest.mark.integration, pytest.mark.multinode, pytest.mark.torch]
 PORT = 29555
 
 
-def start_nodes(lab: NetnsLab, tmp_path: Path, mark: str, steps: str,
-                ) -> list[subprocess.Popen[bytes]]:
+def start_nodes(
+    lab: NetnsLab,
+    tmp_path: Path,
+    mark: str,
+    steps: str,
+) -> list[subprocess.Popen[bytes]]:
     endpoint = f"{lab.node(0).addr}:{PORT}"
     agents = []
     for i in range(len(lab)):
         node = lab.node(i)
         env = launcher_env(mark, OUT_DIR=str(tmp_path), STEPS=steps, GLOO_SOCKET_IFNAME="eth0")
-        args = ["--nnodes=1:3", "--nproc-per-node=1", "--rdzv-backend=c10d",
-                f"--rdzv-endpoint={endpoint}", "--rdzv-id=netns", f"--local-addr={node.addr}",
-                "--rdzv-conf=last_call_timeout=3,lease_ttl=2", str(SCRIPTS / "elastic.py")]
+        args = [
+            "--nnodes=1:3",
+            "--nproc-per-node=1",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={endpoint}",
+            "--rdzv-id=netns",
+            f"--local-addr={node.addr}",
+            "--rdzv-conf=last_call_timeout=3,lease_ttl=2",
+            str(SCRIPTS / "elastic.py"),
+        ]
         with (tmp_path / f"n{i}.err").open("wb") as err:
-            agents.append(node.popen(agent_argv(args), env=env, stdout=subprocess.DEVNULL,
-                                     stderr=err))
+            agents.append(
+                node.popen(agent_argv(args), env=env, stdout=subprocess.DEVNULL, stderr=err)
+            )
     wait_until(lambda: len(read_lines(tmp_path / "starts.jsonl")) == 3, 90, "three workers")
     return agents
 
@@ -42,8 +54,9 @@ def restarted_at_two(tmp_path: Path) -> list[dict[str, str]]:
     return [s for s in read_lines(tmp_path / "starts.jsonl") if s["WORLD_SIZE"] == "2"]
 
 
-def test_killed_agent_leaves_and_the_job_finishes(netns_lab: MakeLab, mark: str,
-                                                  tmp_path: Path) -> None:
+def test_killed_agent_leaves_and_the_job_finishes(
+    netns_lab: MakeLab, mark: str, tmp_path: Path
+) -> None:
     lab = netns_lab(3)
     agents = start_nodes(lab, tmp_path, mark, steps="60")
     os.kill(agents[2].pid, signal.SIGKILL)
@@ -59,8 +72,9 @@ def test_killed_agent_leaves_and_the_job_finishes(netns_lab: MakeLab, mark: str,
     assert sorted(f["WORLD_SIZE"] for f in finished) == ["2", "2"]
 
 
-def test_cut_link_node_is_dropped_within_the_lease(netns_lab: MakeLab, mark: str,
-                                                   tmp_path: Path) -> None:
+def test_cut_link_node_is_dropped_within_the_lease(
+    netns_lab: MakeLab, mark: str, tmp_path: Path
+) -> None:
     lab = netns_lab(3)
     agents = start_nodes(lab, tmp_path, mark, steps="80")
     lab.cut(2)

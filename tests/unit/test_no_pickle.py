@@ -29,8 +29,9 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_only_the_local_callable_handoff_uses_pickle() -> None:
-    users = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
-             if imported_modules(p) & BANNED}
+    users = {
+        str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if imported_modules(p) & BANNED
+    }
     assert users == LOCAL_HANDOFF
 
 

@@ -39,4 +39,4 @@ def test_importing_record_loads_nothing_else() -> None:
 
 def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="nope"):
-        rallypoint.nope  # type: ignore[attr-defined]  # noqa: B018
+        rallypoint.nope  # noqa: B018

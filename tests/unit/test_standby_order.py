@@ -12,7 +12,7 @@ from rallypoint.workers.standby import encode_order
 
 # What can be in an argv or an environment: no NUL; names without "="; any other
 # character, including lone surrogates (bytes that were not UTF-8, as os.fsdecode gives them)
-TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"))
+TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0"))
 RAW = st.binary().filter(lambda b: b"\0" not in b).map(os.fsdecode)
 VALUE = TEXT | RAW
 NAME = VALUE.filter(lambda n: n and "=" not in n)

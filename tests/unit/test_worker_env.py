@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from rallypoint.agent.worker_env import WorkerPlace, worker_env
@@ -21,7 +23,7 @@ RDZV = RendezvousResult(
 )
 
 
-def env_of(local_rank: int, base: dict[str, str] | None = None, **config: object) -> dict[str, str]:
+def env_of(local_rank: int, base: dict[str, str] | None = None, **config: Any) -> dict[str, str]:
     cfg = LaunchConfig(
         min_nodes=1,
         max_nodes=3,
@@ -30,7 +32,7 @@ def env_of(local_rank: int, base: dict[str, str] | None = None, **config: object
         role="trainer",
         max_restarts=2,
         **config,
-    )  # type: ignore[arg-type]
+    )
     place = WorkerPlace(local_rank, 1, f"/logs/attempt_1/{local_rank}/error.json")
     return worker_env(cfg, RDZV, place, base or {"PATH": "/bin"})
 

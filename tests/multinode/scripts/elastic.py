@@ -20,8 +20,17 @@ from pathlib import Path
 started = time.time()
 PRELOADED = "torch" in sys.modules  # a warm restart's standby imported it already
 out = Path(os.environ["OUT_DIR"])
-info = {k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
-                                   "TORCHELASTIC_RESTART_COUNT", "MASTER_ADDR")}
+info = {
+    k: os.environ[k]
+    for k in (
+        "RANK",
+        "WORLD_SIZE",
+        "GROUP_RANK",
+        "GROUP_WORLD_SIZE",
+        "TORCHELASTIC_RESTART_COUNT",
+        "MASTER_ADDR",
+    )
+}
 with (out / "starts.jsonl").open("a") as log:
     log.write(json.dumps({"time": started, **info}) + "\n")
 

@@ -227,7 +227,7 @@ def test_odd_proofs_are_a_wrong_secret(proof: str) -> None:
 def test_watch_index_matches_exactly_the_prefixes(
     ops: list[tuple[str, bool]], keys: list[str]
 ) -> None:
-    index, live = WatchIndex(), {}
+    index, live = WatchIndex(), dict[int, str]()
     for i, (prefix, remove) in enumerate(ops):
         if remove and live:
             victim = min(live)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -29,6 +31,7 @@ from rallypoint.torchstore.wire import (
     QueuePop,
     QueuePopReply,
     QueuePush,
+    Request,
     Set,
     TorchProtocolError,
     Validate,
@@ -139,7 +142,7 @@ def test_a_key_deleted_after_it_appeared_still_counts() -> None:
 
 
 def test_every_write_that_creates_a_key_wakes_its_waiters() -> None:
-    writes = [
+    writes: list[Request] = [
         Set(b"k", b"v"),
         CompareSet(b"k", b"", b"v"),
         Add(b"k", 1),
@@ -198,7 +201,7 @@ def test_queues_live_beside_the_keys() -> None:
 
 
 KEYS = st.sampled_from([b"a", b"b", b"c", b"d"])
-OPS = st.one_of(
+OPS: st.SearchStrategy[tuple[str, int, list[bytes]]] = st.one_of(
     st.tuples(st.just("wait"), st.integers(1, 4), st.lists(KEYS, max_size=3)),
     st.tuples(st.just("set"), st.just(0), st.lists(KEYS, min_size=1, max_size=1)),
     st.tuples(st.just("delete"), st.just(0), st.lists(KEYS, min_size=1, max_size=1)),
@@ -255,12 +258,13 @@ def _apply_step(
     if op == "drop":
         state.drop_owner(owner)
         return []
-    request = {
+    make: dict[str, Callable[[], Request]] = {
         "wait": lambda: Wait(tuple(keys)),
         "set": lambda: Set(keys[0], b"v"),
         "delete": lambda: DeleteKey(keys[0]),
         "cancel": CancelWait,
-    }[op]()
+    }
+    request = make[op]()
     reply = state.apply(owner if op != "set" else 0, request)
     direct = [(owner, reply)] if isinstance(reply, WaitReply) else []
     return direct + [(w.owner, w.reply) for w in state.take_wakeups()]  # type: ignore[misc]
