@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rallypoint.agent.job import AgentEvent, Job, WorkerExited
-from rallypoint.agent.launchpad import Launchpad, Prepared
+from rallypoint.agent.launchpad import Launchpad, Prepared, Slot
 from rallypoint.agent.prestart import Prestart
 from rallypoint.agent.standbys import StandbyPool
 from rallypoint.clock import Clock
@@ -280,6 +280,36 @@ class Attempt:
             return format_stack(crashed, f"Python stack at {fatal.reason}")
         latest = self._hangs.latest_stack(local_rank) if hung else None
         return format_stack(latest, "Python stack when found hung") if latest else ""
+
+    def rank_status(self, stacks: bool) -> list[dict[str, object]]:
+        """Per local worker, for ``rallypoint status``: state, last output, and its stack."""
+        alive = {w.request.local_rank for w in self.group.alive}
+        by_local = {w.request.local_rank: w for w in self.prepared.workers}
+        return [
+            self._one_status(slot, by_local.get(local), local in alive, stacks)
+            for local, slot in sorted(self.prepared.slots.items())
+        ]
+
+    def _one_status(
+        self, slot: Slot, worker: WorkerProcess | None, alive: bool, stacks: bool
+    ) -> dict[str, object]:
+        hangs, local = self._hangs, slot.local_rank
+        data: dict[str, object] = {"rank": slot.global_rank, "local_rank": local}
+        data["pid"] = worker.pid if worker else None
+        data["last_output"] = slot.out_tail.text()
+        data["last_stderr"] = next(reversed(slot.tail.text().splitlines()), "")
+        data["has_stacks"] = hangs is not None  # --no-python workers have none
+        if not alive:
+            status = worker.status if worker else None
+            data["state"], data["exit"] = "exited", status.describe() if status else ""
+            return data
+        unchanged = hangs.unchanged_for(local) if hangs else None
+        data["state"], data["unchanged_for"] = "running", unchanged
+        data["stuck"] = hangs is not None and unchanged is not None and unchanged >= hangs.timeout
+        if stacks:
+            latest = hangs.latest_stack(local) if hangs else None
+            data["stack"] = format_stack(latest, "stack") if latest else None
+        return data
 
     def return_values(self) -> dict[int, object]:
         """Per global rank: a callable's return value, or None for programs."""

@@ -70,6 +70,7 @@ class Slot:
     files: WorkerFiles
     tail: TailSink
     work_dir: str  # where a callable's payload and result live
+    out_tail: TailSink = field(default_factory=lambda: TailSink(1))  # stdout, when read
 
 
 @dataclass(slots=True)
@@ -211,6 +212,8 @@ class Launchpad:
             sinks.append(ConsoleSink(self.prepared.consoles.writer(console_fd)))
         if not sinks:
             return os.open(os.devnull, os.O_WRONLY)
+        if mask is StdMask.OUT:
+            sinks.append(slot.out_tail)  # read anyway: its last line for rallypoint status
         if plain and is_terminal(console_fd):
             read_fd, write_fd = open_pty(console_fd)
             self.prepared.streams.append(Stream(read_fd, tuple(sinks), console_fd))

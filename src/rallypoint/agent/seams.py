@@ -44,6 +44,10 @@ class RunningAttempt(Protocol):
         """Per global rank: a callable's return value, or None."""
         ...
 
+    def rank_status(self, stacks: bool) -> list[dict[str, object]]:
+        """Per local worker, for ``rallypoint status``."""
+        ...
+
 
 class Attempts(Protocol):
     """Starts attempts (:class:`~rallypoint.agent.attempt.LocalAttempts`; tests inject fakes)."""

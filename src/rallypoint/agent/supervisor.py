@@ -33,6 +33,7 @@ from rallypoint.agent.job import (
 from rallypoint.agent.prestart import Prestart
 from rallypoint.agent.reporting import persist_failure
 from rallypoint.agent.standbys import StandbyPool
+from rallypoint.agent.status import StatusServer, snapshot
 from rallypoint.clock import Clock, SystemClock
 from rallypoint.errors import (
     ChildFailedError,
@@ -127,7 +128,10 @@ class Supervisor:
             self._rendezvous = pre.rendezvous
         if self._rendezvous is not None:
             self._follow(self._rendezvous)
+        status = self._status_server()
         try:
+            if status is not None:
+                await status.start()
             if self._make_attempts is None:
                 guardian = guardian or Guardian()
                 if self.job.config.warm_modules:
@@ -136,6 +140,8 @@ class Supervisor:
             return await self._recorded(self._make_attempts(self._queue.put_nowait))
         finally:
             await self._cancel_op()
+            if status is not None:
+                await status.close()
             if self._rendezvous is not None:
                 await self._rendezvous.close()
             if self._standbys is not None:
@@ -153,6 +159,18 @@ class Supervisor:
             return LocalAttempts(self.job, self.layout, deps, self._prestarted)
 
         return make
+
+    def _status_server(self) -> StatusServer | None:
+        run_dir = self.layout.run_dir
+        if run_dir is None or self._make_attempts is not None:  # no folder, or a test's fakes
+            return None
+        return StatusServer(
+            run_dir, lambda s: snapshot(self.job, self._now_round(), self._attempt, s)
+        )
+
+    def _now_round(self) -> RendezvousResult | None:
+        pre = self._prestarted
+        return self._round or (pre.rdzv if pre is not None else None)
 
     def _stack_board(self) -> StackBoard | None:
         return self._rendezvous.stack_board() if self._rendezvous is not None else None

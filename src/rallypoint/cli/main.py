@@ -118,6 +118,11 @@ def _run(launch: Launch, early: list[int]) -> int:
     return 0
 
 
+def is_status_command(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` asks for ``rallypoint status``: ``status`` first, and no such file here."""
+    return bool(argv) and argv[0] == "status" and not os.path.exists("status")
+
+
 def main(
     argv: Sequence[str],
     environ: Mapping[str, str] | None = None,
@@ -127,6 +132,10 @@ def main(
     environ = dict(os.environ) if environ is None else environ
     early = early_signals if early_signals is not None else []
     output.setup_logging(environ)
+    if is_status_command(argv):
+        from rallypoint.cli.status import status_main
+
+        return status_main(argv[1:], environ)
     try:
         launch = configure(argv, environ)
     except UsageError as exc:

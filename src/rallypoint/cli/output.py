@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from rallypoint.logs.writer import LogStream
@@ -18,6 +18,7 @@ from rallypoint.logs.writer import LogStream
 if TYPE_CHECKING:  # imported for types only: the launch path never loads it
     from rallypoint.cli.dryrun import DryRun
     from rallypoint.failures.report import FailureReport, WorkerFailure
+    from rallypoint.hangs.board import PublishedRank
 
 PREFIX = "rallypoint"
 NO_TRACEBACK = (
@@ -210,3 +211,92 @@ def format_summary(report: FailureReport, report_path: str | None) -> str:
     if report_path:
         lines.append(f"{PREFIX}: failure report written to {report_path}")
     return "\n".join(lines)
+
+
+# --- rallypoint status -----------------------------------------------------------------------
+
+
+def digest_status(node: str, rank: PublishedRank, unchanged_for: float) -> dict[str, object]:
+    """One rank as the store shows it: its node's digest, no output."""
+    digest, lines = rank.digest, []
+    if digest.top is not None:
+        lines.append(f'  File "{digest.top.file}", line {digest.top.line} in {digest.top.function}')
+    if digest.call_site is not None and digest.call_site != digest.top:
+        site = digest.call_site
+        lines += ["  ...", f'  File "{site.file}", line {site.line} in {site.function}']
+    stack = "stack digest (most recent call first):\n" + "\n".join(lines) if lines else None
+    return {
+        "rank": rank.rank,
+        "node": node,
+        "state": "running",
+        "unchanged_for": unchanged_for,
+        "has_stacks": True,
+        "collective": digest.collective,
+        "stack": stack,
+    }
+
+
+def _rank_state(rank: Mapping[str, object]) -> str:
+    if rank.get("state") == "exited":
+        return f"exited ({rank.get('exit') or 'unknown'})"
+    unchanged = rank.get("unchanged_for")
+    if rank.get("stuck") and isinstance(unchanged, float | int):
+        return f"stuck for {unchanged:.0f} s"
+    if isinstance(unchanged, float | int):
+        return f"running (stack unchanged for {unchanged:.0f} s)"
+    return "running"
+
+
+def _rank_line(rank: Mapping[str, object]) -> str:
+    pid = f", pid {rank['pid']}" if rank.get("pid") else ""
+    where = f"rank {rank.get('rank')} (node {rank.get('node')}{pid})"
+    line = f"  {where}: {_rank_state(rank)}"
+    if "last_output" in rank:
+        line += f"; last output: {one_line(str(rank['last_output'])) or '<none>'}"
+    if rank.get("last_stderr"):
+        line += f"; last stderr: {one_line(str(rank['last_stderr']))}"
+    return line
+
+
+def _status_stacks(ranks: list[Mapping[str, object]]) -> list[str]:
+    by_text: dict[str, list[str]] = {}
+    for rank in ranks:
+        text = rank.get("stack")
+        if not rank.get("has_stacks", True):
+            text = "no stacks: a --no-python worker"
+        by_text.setdefault(str(text or "no stack sampled yet"), []).append(str(rank.get("rank")))
+    lines = ["stacks:"]
+    for text, names in by_text.items():
+        label = "rank" if len(names) == 1 else "ranks"
+        lines += [f"{label} {', '.join(names)}:", "  " + text.replace("\n", "\n  ")]
+    return lines
+
+
+def status_text(snapshots: Sequence[Mapping[str, object]], stacks: bool) -> str:
+    """What ``rallypoint status`` prints: per job, its round and members, then per rank."""
+    lines: list[str] = []
+    for snap in snapshots:
+        nodes = snap.get("member_nodes")
+        members = f"{snap.get('members', '?')} members"
+        if isinstance(nodes, list):
+            members += f" ({', '.join(map(str, nodes))})"
+        lines.append(
+            f"job {snap.get('run_id')}: round {snap.get('round', '?')}, {members}, "
+            f"restarts {snap.get('restarts', 0)}"
+        )
+        listed = snap.get("ranks")
+        ranks = [r for r in listed if isinstance(r, Mapping)] if isinstance(listed, list) else []
+        lines += [_rank_line(r) for r in ranks]
+        if stacks:
+            lines += _status_stacks(ranks)
+    return "\n".join(lines)
+
+
+def status(snapshots: list[dict[str, object]], stacks: bool, as_json: bool) -> None:
+    """Print the status, as text or JSON, on stdout."""
+    if as_json:
+        import json
+
+        print(json.dumps(snapshots, indent=2))
+    else:
+        print(status_text(snapshots, stacks))

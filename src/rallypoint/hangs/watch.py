@@ -175,6 +175,12 @@ class HangWatch:
             channel.exited = True
             self._detector.forget(channel.rank)
 
+    def unchanged_for(self, local_rank: int) -> float | None:
+        """Seconds the worker's stack has been the same (None before its first sample)."""
+        channel = self._channels.get(local_rank)
+        state = self._detector.ranks.get(channel.rank) if channel else None
+        return state.unchanged_for if state else None
+
     def latest_stack(self, local_rank: int) -> ThreadStack | None:
         """The main thread's stack in the worker's latest sample."""
         channel = self._channels.get(local_rank)

@@ -1,0 +1,84 @@
+"""``rallypoint status`` on the agent's side: a unix socket in the run folder answers it.
+
+Design note: the socket is ``<run folder>/status.sock``; the run folder is
+0700, so only the job's user can reach it. A client writes one JSON line
+(``{"stacks": true}``) and reads one JSON document, the snapshot, then the
+agent closes the connection. The snapshot is built on the agent's loop from
+what it already holds (the round, the attempt's workers, the stack channels'
+latest samples), so answering costs nothing while nobody asks. A client that
+says nothing within ``REQUEST_SECONDS`` is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rallypoint.agent.job import Job
+    from rallypoint.agent.seams import RunningAttempt
+    from rallypoint.rendezvous.result import RendezvousResult
+
+logger = logging.getLogger(__name__)
+
+SOCKET_NAME = "status.sock"
+REQUEST_SECONDS = 5.0
+MAX_REQUEST = 4096
+
+Snapshot = Callable[[bool], dict[str, object]]
+
+
+class StatusServer:
+    """Answers ``rallypoint status`` on this node from ``snapshot(stacks)``."""
+
+    def __init__(self, run_dir: Path, snapshot: Snapshot) -> None:
+        self.path = run_dir / SOCKET_NAME
+        self._snapshot = snapshot
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Listen (a failure is logged: the job runs on without a status socket)."""
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, str(self.path))
+        except OSError as exc:
+            logger.warning("no status socket at %s: %s", self.path, exc)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), REQUEST_SECONDS)
+            request = json.loads(line[:MAX_REQUEST] or b"{}")
+            stacks = bool(request.get("stacks")) if isinstance(request, dict) else False
+            writer.write(json.dumps(self._snapshot(stacks)).encode() + b"\n")
+            await writer.drain()
+        except (OSError, TimeoutError, ValueError) as exc:
+            logger.debug("status request dropped: %r", exc)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def close(self) -> None:
+        """Stop answering and remove the socket."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self.path.unlink(missing_ok=True)
+
+
+def snapshot(
+    job: Job, rdzv: RendezvousResult | None, attempt: RunningAttempt | None, stacks: bool
+) -> dict[str, object]:
+    """What this node knows: the round, its workers, and (``stacks``) their latest stacks."""
+    data: dict[str, object] = {"node": job.host, "run_id": job.config.run_id}
+    if rdzv is not None:
+        data.update(round=rdzv.round, members=rdzv.group_world_size, restarts=rdzv.restarts)
+        data["world_size"] = rdzv.world_size
+    if attempt is not None:
+        data["restarts"] = attempt.restart_count
+        data["ranks"] = [{"node": job.host, **r} for r in attempt.rank_status(stacks)]
+    return data
