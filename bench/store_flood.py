@@ -2,13 +2,14 @@
 
 Stdlib + rallypoint. One ``StoreServer`` in its own process (``workers/store_server.py``),
 ``--clients`` flooding connections in another (``workers/store_flooder.py``: each
-pipelines batches of ``--batch`` puts then as many gets), and one probe client here doing a ``get``
-every 10 ms. Prints the flooders' request throughput and the probe's p50, p99 and worst
-round-trip latency. See bench/README.md, section "Store under flood".
+pipelines batches of ``--batch`` puts then as many gets), and one probe client in a third
+(``workers/store_probe.py``) doing a ``get`` every 10 ms. Prints the flooders' request
+throughput and the probe's p50, p99 and worst round-trip latency. See bench/README.md,
+section "Store under flood".
 
-``--trees SRC ...`` runs the server and the flooders from each source tree in turn (their
+``--trees SRC ...`` runs the server, the flooders and the probe from each source tree in turn (their
 ``PYTHONPATH``), alternating run by run, so a before/after comparison shares the machine's
-load; the probe client is always this interpreter's rallypoint.
+load.
 
 Usage: ``python bench/store_flood.py [--clients 50] [--seconds 10] [--runs 3] [--trees A B]``.
 """
@@ -16,19 +17,14 @@ Usage: ``python bench/store_flood.py [--clients 50] [--seconds 10] [--runs 3] [-
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from rallypoint.store import StoreClient
-
 WORKERS = Path(__file__).resolve().parent / "workers"
-PROBE_GAP_S = 0.01
 
 
 def start(tree: str | None, script: str, *args: str) -> subprocess.Popen[str]:
@@ -46,29 +42,21 @@ def first_json(proc: subprocess.Popen[str]) -> dict[str, float]:
     return result
 
 
-async def probe(port: int, until: float) -> list[float]:
-    client = await StoreClient.connect("127.0.0.1", port, "bench", None)
-    await client.put("probe", "here")
-    latencies = []
-    while time.monotonic() < until:
-        sent = time.perf_counter()
-        await client.get("probe")
-        latencies.append(time.perf_counter() - sent)
-        await asyncio.sleep(PROBE_GAP_S)
-    await client.close()
-    return latencies
-
-
 def one_run(tree: str | None, clients: int, seconds: float, batch: int) -> dict[str, float]:
     server = start(tree, "store_server.py")
     try:
-        port = int(first_json(server)["port"])
-        args = (str(port), str(clients), str(seconds), str(batch))
-        flooder = start(tree, "store_flooder.py", *args)
+        port = str(int(first_json(server)["port"]))
+        probe = start(tree, "store_probe.py", port, str(seconds))
+        first_json(probe)  # connected
+        flooder = start(tree, "store_flooder.py", port, str(clients), str(seconds), str(batch))
         first_json(flooder)  # all connected
-        latencies = asyncio.run(probe(port, time.monotonic() + seconds))
+        assert probe.stdin is not None
+        probe.stdin.write("go\n")
+        probe.stdin.flush()
+        latencies: list[float] = first_json(probe)["latencies"]  # type: ignore[assignment]
         done = first_json(flooder)
         flooder.wait(30)
+        probe.wait(30)
     finally:
         server.kill()
         server.wait()
