@@ -11,10 +11,13 @@ bytes are enough for a hello), so a peer that has not authenticated can make the
 hold at most that many bytes, and a 16 MiB length prefix closes the socket as soon as its
 four bytes arrive. The full ``max_frame`` applies once the hello is accepted.
 
-**Bounded work per loop iteration.** A turn handles at most ``Limits.frames_per_turn``
-frames. If more are buffered, the rest is handled by a ``call_soon`` callback in the next
-iteration, after the other sockets have had their turn: a flooding client gets its share
-of the loop, and the keep-alives of others are read in the meantime. Once more than
+**Bounded work per loop iteration.** All connections together handle about
+``Limits.frames_per_iteration`` frames per loop iteration: a turn may take what is left of
+that, and at least ``Limits.frames_per_turn``. If more are buffered, the rest is handled
+by a ``call_soon`` callback in the next iteration, after the other sockets have had their
+turn: a flooding client gets its share of the loop, the keep-alives of others are read in
+the meantime, and a lone client pipelining thousands of requests (a coordinator writing a
+round's assignments) still gets through them in a few iterations. Once more than
 256 KiB wait, reading from that peer pauses until its turns catch up. While frames wait,
 the connection counts as *backlogged*, and the server does not expire its leases (their
 keep-alive may be among them).
@@ -72,7 +75,9 @@ class Limits:
         handshake_timeout: seconds a new connection may take to send a valid ``Hello``.
         pause_output: bytes of unread output after which requests are no longer read.
         max_write_buffer: bytes of unread output after which a client is dropped.
-        frames_per_turn: frames handled per connection per loop iteration.
+        frames_per_iteration: frames handled per loop iteration, all connections together.
+        frames_per_turn: frames a connection may handle per iteration even when the
+            iteration's share is spent.
     """
 
     max_frame: int
@@ -80,6 +85,7 @@ class Limits:
     handshake_timeout: float
     pause_output: int
     max_write_buffer: int
+    frames_per_iteration: int
     frames_per_turn: int
 
 
@@ -119,11 +125,28 @@ class ConnectionHost(Protocol):
 
 
 class Outbox:
-    """Connections with queued frames, written once at the end of this loop iteration."""
+    """What connections share per loop iteration: queued frames, and frames handled.
 
-    def __init__(self) -> None:
+    The queued frames of every marked connection are written at the start of the next
+    iteration (one ``call_soon``), and the count of frames handled restarts then too.
+
+    Args:
+        frames_per_iteration: frames all connections may handle in one iteration.
+    """
+
+    def __init__(self, frames_per_iteration: int) -> None:
         self._dirty: list[StoreConnection] = []
         self._handle: asyncio.Handle | None = None
+        self._per_iteration = frames_per_iteration
+        self._handled = 0
+
+    def share(self, least: int) -> int:
+        """How many frames the next turn may handle: what is left, and at least ``least``."""
+        return max(least, self._per_iteration - self._handled)
+
+    def handled(self, frames: int) -> None:
+        """Count frames handled in this iteration (every frame's reply marks a connection)."""
+        self._handled += frames
 
     def mark(self, conn: StoreConnection) -> None:
         """Schedule ``conn``'s buffer to be written; call when it stops being empty."""
@@ -134,6 +157,7 @@ class Outbox:
     def flush(self) -> None:
         """Write every marked connection's buffer now."""
         self._handle = None
+        self._handled = 0
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.flush()
@@ -230,15 +254,17 @@ class StoreConnection(asyncio.Protocol):
     # --- input ---------------------------------------------------------------------------
 
     def _take_turn(self) -> None:
-        """Handle up to ``frames_per_turn`` frames; leave the rest for the next iteration."""
+        """Handle this turn's share of frames; leave the rest for the next iteration."""
         self._next_turn = None
         # nothing is written during a turn (the Outbox writes later): read the transport once
         room = self._limits.pause_output - self._transport.get_write_buffer_size()
         if self._out_size <= room:
             self._release(_Hold.OUTPUT)
+        share = self._outbox.share(self._limits.frames_per_turn)
         try:
-            for _ in range(self._limits.frames_per_turn):
+            for handled in range(share):
                 if self._out_size > room:
+                    self._outbox.handled(handled)
                     self._hold(_Hold.OUTPUT)
                     self._set_backlogged(False)  # its own replies hold it up, not the loop
                     return
@@ -246,6 +272,7 @@ class StoreConnection(asyncio.Protocol):
                     return
                 msg = self._decoder.next_message()
                 if msg is None:
+                    self._outbox.handled(handled)
                     self._release(_Hold.TURN)
                     self._set_backlogged(False)
                     return
@@ -253,6 +280,7 @@ class StoreConnection(asyncio.Protocol):
         except StoreProtocolError as exc:
             self._drop(exc)
             return
+        self._outbox.handled(share)
         self._set_backlogged(True)
         if self._decoder.buffered > _MAX_BACKLOG:
             self._hold(_Hold.TURN)

@@ -57,6 +57,7 @@ DEFAULT_LIMITS = Limits(
     handshake_timeout=10.0,
     pause_output=1 << 20,
     max_write_buffer=4 * DEFAULT_MAX_FRAME,
+    frames_per_iteration=1024,
     frames_per_turn=32,
 )
 MAX_CONNECTIONS = 20_000
@@ -176,7 +177,7 @@ class _Service:
         self._clock = clock
         self._limits = limits
         self._admission = admission
-        self._outbox = Outbox()
+        self._outbox = Outbox(limits.frames_per_iteration)
         self._sessions: dict[int, StoreConnection] = {}
         self._live: set[StoreConnection] = set()
         self._backlogged: set[int] = set()
