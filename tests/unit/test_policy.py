@@ -125,7 +125,7 @@ EXPECTED: dict[tuple[Phase, type[Event]], tuple[Phase, tuple[type[Action], ...]]
     (F, StoreLost): (F, ()),
     (F, Gathered): (S, (StopWorkers,)),
     (S, Exited): (S, ()),
-    (S, Signalled): (S, (HastenStop,)),
+    (S, Signalled): (S, ()),  # a membership stop: the signal's now, grace kept
     (S, Noticed): (S, (DropNotice,)),
     (S, MembershipChanged): (S, ()),
     (S, JobClosed): (S, ()),
@@ -269,8 +269,14 @@ def test_a_signal_while_gathering_failures_is_forwarded_and_spends_nothing() -> 
     ]
 
 
-def test_a_signal_during_a_restart_stop_hastens_it_and_ends_the_job() -> None:
+def test_a_signal_during_a_restart_stop_keeps_the_grace_and_ends_the_job() -> None:
+    """The workers may be handling the same signal (Slurm's linuxproc): no early SIGKILL."""
     _, actions = run([*FAILING, Gathered(), Signalled(TERM), Stopped()])
+    assert actions[-2:] == [StopWorkers(TERM, NOW + 30.0), End(Ending.SIGNALLED, signum=TERM)]
+
+
+def test_a_second_signal_during_a_restart_stop_hastens_it() -> None:
+    _, actions = run([*FAILING, Gathered(), Signalled(TERM), Signalled(TERM), Stopped()])
     assert actions[-2:] == [HastenStop(), End(Ending.SIGNALLED, signum=TERM)]
 
 

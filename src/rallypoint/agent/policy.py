@@ -423,7 +423,16 @@ def _signal_failing(_settings: Settings, state: State, event: Event, _now: float
 
 
 def _signal_stopping(_settings: Settings, state: State, event: Event, _now: float) -> Result:
+    """A first signal into a failure or membership stop ends the job by it, grace kept.
+
+    The workers may be handling that very signal (Slurm's proctrack/linuxproc sends
+    scancel's SIGTERM to them too, and one's exit can reach us before our own copy):
+    as under torchrun, they keep their grace. A second signal, or one into any other
+    stop, cuts the stop short.
+    """
     assert isinstance(event, Signalled)
+    if not state.signum and state.stop in (StopReason.FAILURE, StopReason.MEMBERSHIP):
+        return replace(state, signum=event.signum, stop=StopReason.SIGNAL), ()
     if not state.signum:
         state = replace(state, signum=event.signum, stop=StopReason.SIGNAL)
     return state, (HastenStop(),)
