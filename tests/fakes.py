@@ -250,6 +250,8 @@ class FakeAttempt:
     def return_values(self) -> dict[int, object]:
         return {w.request.local_rank: None for w in self.workers}
 
+    elsewhere = ""
+
     def rank_status(self, stacks: bool) -> list[dict[str, object]]:
         return [{"local_rank": w.request.local_rank, "state": "running"} for w in self.workers]
 

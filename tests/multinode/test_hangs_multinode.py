@@ -3,7 +3,10 @@
 Each agent runs one gloo rank of ``tests/workers/gloo_hang.py``; rank 1 (on the
 agent at 127.0.0.2) sleeps in ``load_batch`` while ranks 0 and 2 wait in
 ``all_reduce``. Each node sees only its own rank: the two waiting nodes can
-only blame rank 1 from its node's digest in the rendezvous store.
+only blame rank 1 from its node's digest in the rendezvous store. Which node
+tells the job first is a race (rank 1's node closing it, or a waiting rank failing
+once rank 1 is gone); either way the culprit's node announced it first
+(``job/hang``), so every summary names it.
 """
 
 from __future__ import annotations
@@ -60,4 +63,23 @@ def test_every_nodes_summary_names_the_culprit_on_another_node(mark: str, tmp_pa
         print(f"node {i}: {first}")
         assert "rank 1 (local 0) on 127.0.0.2 hung" in first, errs[i]
         assert re.search(where, first), errs[i]
-        assert "on another node hung" in errs[i]  # it named the culprit before the job closed
+
+
+def test_the_culprits_node_stops_it_and_the_group_restarts(mark: str, tmp_path: Path) -> None:
+    """--max-restarts=1 and a one-off stall: every node restarts once and the job finishes."""
+    port = free_port()
+    env = launcher_env(mark, HANG_MODE="stall")  # rank 1 stalls on the first attempt only
+    flags = ("--hang-timeout=5", "--stack-period=1", "--max-restarts=1")
+    agents = [
+        start_agent(
+            c10d("3", port, f"127.0.0.{i + 1}", 1, *flags, str(SCRIPT)), env, tmp_path / f"a{i}"
+        )
+        for i in range(3)
+    ]
+    codes = finish(agents, 300)
+    errs = [(tmp_path / f"a{i}.err").read_text() for i in range(3)]
+    assert codes == [0, 0, 0], errs
+    assert "rank 1 (local 0) on 127.0.0.2 hung: stuck" in errs[1]
+    assert "restarting the workers (restart 1 of 1)" in errs[1]
+    for i in (0, 2):  # they restart without spending a restart, and never stop a rank as hung
+        assert "(pid" not in "".join(x for x in errs[i].splitlines() if "hung" in x), errs[i]

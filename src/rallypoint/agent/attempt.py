@@ -28,6 +28,7 @@ from rallypoint.failures.error_file import read_error_file
 from rallypoint.failures.oom import killed_by_oom
 from rallypoint.failures.report import (
     WorkerFailure,
+    hang_headline,
     hang_message,
     hang_warning,
     remote_culprit,
@@ -80,6 +81,8 @@ class Attempt:
         self._expiries: dict[int, Expiry] = {}  # worker pid -> the timer that killed it
         self._hangs: HangWatch | None = None
         self._hung: dict[int, str] = {}  # worker pid -> why the agent stopped it as hung
+        self._board: StackBoard | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Spawn every local worker, then adopt them."""
@@ -98,7 +101,7 @@ class Attempt:
             prepared.timers.attach(self._clock, self._timer_expired)
         if prepared.stacks is not None:
             ends = prepared.stacks.take()
-            board = self._deps.board()
+            self._board = board = self._deps.board()
             if board is not None:
                 board.period = max(self.job.config.stack_period, 1.0)
             timeout = self.job.config.hang_timeout
@@ -156,12 +159,39 @@ class Attempt:
         mine = {s.global_rank for s in self.prepared.slots.values()}
         if not mine & set(culprits):
             logger.error("%s", remote_culprit(culprits, message))
+            return
+        if self._board is None:
+            self._stop_hung(hang, culprits)
+            return
+        first = next(
+            s
+            for s in sorted(self.prepared.slots.values(), key=lambda s: s.global_rank)
+            if s.global_rank in culprits
+        )
+        own = hang_message(hang.verdict, first.global_rank)
+        headline = hang_headline(first.global_rank, first.local_rank, self.job.host, own)
+        task = asyncio.get_running_loop().create_task(self._announce(hang, culprits, headline))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _announce(self, hang: Hang, culprits: tuple[int, ...], headline: str) -> None:
+        """Name the culprit to every node, then stop it (the others' ranks fail after that)."""
+        assert self._board is not None
+        await self._board.announce(self.rdzv.round, headline)
+        self._stop_hung(hang, culprits)
+
+    def _stop_hung(self, hang: Hang, culprits: tuple[int, ...]) -> None:
         for worker in self.group.alive:
             rank = self.prepared.slots[worker.request.local_rank].global_rank
             if rank in culprits:
                 self._hung[worker.pid] = hang_message(hang.verdict, rank)
                 logger.error("rank %d (pid %d): %s", rank, worker.pid, self._hung[worker.pid])
                 worker.signal_group(signal.SIGKILL)  # a hung process may not heed SIGTERM
+
+    @property
+    def elsewhere(self) -> str:
+        """The hang another node announced for this round, if one did: its culprit's headline."""
+        return self._board.announced(self.rdzv.round) if self._board is not None else ""
 
     def _exited(self, worker: WorkerProcess) -> None:
         if self._hangs is not None:

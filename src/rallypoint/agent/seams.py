@@ -24,6 +24,11 @@ class RunningAttempt(Protocol):
     number: int
     restart_count: int
 
+    @property
+    def elsewhere(self) -> str:
+        """The culprit's headline when another node announced a hang this round, else ""."""
+        ...
+
     def alive(self) -> list[WorkerProcess]:
         """Workers whose exit has not been seen yet."""
         ...

@@ -384,7 +384,7 @@ class Supervisor:
         culprits = [attempt.failure(e.worker, e.at_wall, e.at_monotonic) for e in exits]
         stopped = [attempt.failure(w, *now) for w in self._to_stop]
         name, host = self.job.entrypoint.name, self.job.host
-        return FailureReport.from_failures(name, host, culprits, stopped)
+        return FailureReport.from_failures(name, host, culprits, stopped, attempt.elsewhere)
 
     async def _spend_restart(self) -> p.Event:
         assert self._rendezvous is not None

@@ -125,6 +125,11 @@ def hang_message(verdict: Verdict, rank: int) -> str:
     return head + "; " + "; ".join(f"{_ranks(g.ranks)} {_place(g)}" for g in others)
 
 
+def hang_headline(rank: int, local_rank: int, host: str, message: str) -> str:
+    """The summary's first line for a rank the agent stopped as hung."""
+    return f"rank {rank} (local {local_rank}) on {host} {message}"
+
+
 def remote_culprit(culprits: tuple[int, ...], message: str) -> str:
     """A hang whose culprits all run on other nodes: theirs stop them."""
     return f"{_ranks(culprits)} on another node {message} (that node stops it)"
@@ -163,26 +168,34 @@ class FailureReport:
     culprit: WorkerFailure
     failures: tuple[WorkerFailure, ...]
     stopped: tuple[WorkerFailure, ...] = ()
+    elsewhere: str = ""  # the headline of a hang another node announced for this round
 
     @classmethod
     def from_failures(
-        cls, name: str, host: str, failures: list[WorkerFailure], stopped: list[WorkerFailure]
+        cls,
+        name: str,
+        host: str,
+        failures: list[WorkerFailure],
+        stopped: list[WorkerFailure],
+        elsewhere: str = "",
     ) -> FailureReport:
         """Order the failures in time; the first is the culprit."""
         ordered = tuple(sorted(failures, key=lambda f: f.exited_at))
-        return cls(
-            name, host, ordered[0], ordered, tuple(sorted(stopped, key=lambda f: f.global_rank))
-        )
+        by_rank = tuple(sorted(stopped, key=lambda f: f.global_rank))
+        return cls(name, host, ordered[0], ordered, by_rank, elsewhere)
 
     @property
     def headline(self) -> str:
         """One line a person can act on."""
         c = self.culprit
         if c.hung:
-            return f"rank {c.global_rank} (local {c.local_rank}) on {self.host} {c.message}"
+            return hang_headline(c.global_rank, c.local_rank, self.host, c.message)
         how = c.status.describe()
         if c.oom_killed:
             how += " (killed by the kernel's OOM killer)"
+        if self.elsewhere:
+            here = f"rank {c.global_rank} (local {c.local_rank}) on {self.host}"
+            return f"{self.elsewhere}; {here} failed after it: {how}"
         return (
             f"rank {c.global_rank} (local {c.local_rank}) on {self.host} failed first: "
             f"{how} after {c.runtime:.1f} s: {c.message}"

@@ -29,6 +29,7 @@ from rallypoint.hangs.digest import StackDigest
 from rallypoint.hangs.verdict import Verdict, judge
 
 STACKS_PREFIX = "stacks/"
+HANG_KEY = "job/hang"  # under the prefix every node follows: "<round> <headline>"
 VERSION = 1
 MAX_RANKS = 512  # per node; more than any node runs
 MAX_FILE = 160  # characters of a file name kept (its end, where the name is)
@@ -46,6 +47,14 @@ class StackBoard(Protocol):
 
     async def others(self) -> dict[str, str]:
         """Every other node's record text, by node id."""
+        ...
+
+    async def announce(self, round_: int, text: str) -> None:
+        """Tell every node, before the culprit is stopped, who hangs round ``round_``."""
+        ...
+
+    def announced(self, round_: int) -> str:
+        """What a node announced for round ``round_`` ("" when nothing)."""
         ...
 
 

@@ -312,7 +312,9 @@ class StoreRendezvous:
         """This node's stack record under its lease, and the other nodes' (once started)."""
         if self._board is None and self._lease:
             node = self.me.node_id
-            self._board = StoreStackBoard(self._client, node, self._lease, self._clock, self._owner)
+            self._board = StoreStackBoard(
+                self._client, node, self._lease, self._clock, self._owner, self._mirror
+            )
         return self._board
 
     def running_decision(self) -> RunningDecision:

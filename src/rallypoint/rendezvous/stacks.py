@@ -1,4 +1,4 @@
-"""This node's stack record in the rendezvous store, and the other nodes' (see hangs/board.py).
+r"""This node's stack record in the rendezvous store, and the other nodes' (see hangs/board.py).
 
 Design note: :meth:`StoreStackBoard.offer` never waits: it keeps the latest
 text, and one writer task puts it under the node's lease, then sleeps one
@@ -6,7 +6,10 @@ sample period before it writes again, so a node writes at most once per
 period however often its ranks' stacks change, and only the latest text.
 A failed write is logged and dropped (the next change writes again): a hang
 report must never break the rendezvous. :meth:`others` reads every node's
-record once, when this node's own ranks look stuck.
+record once, when this node's own ranks look stuck. The culprit's node
+:meth:`announce`\ s the hang under ``job/hang`` before it stops the culprit, so
+that a waiting node whose ranks then fail (their peer gone) names the culprit
+in its own summary, whichever node tells the job first.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import contextlib
 import logging
 
 from rallypoint.clock import Clock
-from rallypoint.hangs.board import STACKS_PREFIX
+from rallypoint.hangs.board import HANG_KEY, STACKS_PREFIX
+from rallypoint.rendezvous.mirror import StoreMirror
 from rallypoint.store import KeyValueStore, StoreError
 from rallypoint.tasks import TaskOwner
 
@@ -26,9 +30,15 @@ class StoreStackBoard:
     """Publishes this node's stack record; reads the others'."""
 
     def __init__(
-        self, client: KeyValueStore, node: str, lease: int, clock: Clock, owner: TaskOwner
+        self,
+        client: KeyValueStore,
+        node: str,
+        lease: int,
+        clock: Clock,
+        owner: TaskOwner,
+        mirror: StoreMirror | None = None,
     ) -> None:
-        self.node = node
+        self.node, self._mirror = node, mirror
         self._client, self._lease, self._clock, self._owner = client, lease, clock, owner
         self._pending: str | None = None
         self._written: str | None = None
@@ -67,3 +77,14 @@ class StoreStackBoard:
             }
         logger.warning("could not read the other nodes' stacks")
         return {}
+
+    async def announce(self, round_: int, text: str) -> None:
+        """Put ``job/hang`` (every node follows ``job/``): its node names the culprit to all."""
+        with contextlib.suppress(StoreError):
+            await self._client.put(HANG_KEY, f"{round_} {text}")  # outlives this node's lease
+
+    def announced(self, round_: int) -> str:
+        """The culprit a node announced for ``round_``, as the mirror last saw it."""
+        text = self._mirror.keys.get(HANG_KEY, "") if self._mirror is not None else ""
+        head, _, rest = text.partition(" ")
+        return rest if head == str(round_) else ""

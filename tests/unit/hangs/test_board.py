@@ -22,6 +22,7 @@ from rallypoint.hangs.digest import StackDigest
 from rallypoint.hangs.dump import Frame
 from rallypoint.hangs.verdict import VerdictKind
 from rallypoint.hangs.watch import Hang, HangWatch
+from rallypoint.rendezvous.mirror import StoreMirror
 from rallypoint.rendezvous.stacks import StoreStackBoard
 from rallypoint.store import StoreClient, StoreServer
 from rallypoint.tasks import TaskOwner
@@ -121,6 +122,12 @@ class FakeBoard:
     async def others(self) -> dict[str, str]:
         return self._others
 
+    async def announce(self, round_: int, text: str) -> None:
+        self._others["announced"] = f"{round_} {text}"
+
+    def announced(self, round_: int) -> str:
+        return ""
+
 
 def test_the_watch_judges_over_every_nodes_ranks() -> None:
     """This node runs rank 0, waiting in all_reduce; node b's record has rank 1 in load_batch."""
@@ -183,3 +190,39 @@ def test_the_record_is_written_at_most_once_a_period_and_read_by_others() -> Non
             await server.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+def test_the_announced_hang_reaches_every_nodes_mirror_for_its_round_only() -> None:
+    async def scenario() -> tuple[str, str, str]:
+        server = StoreServer("127.0.0.1", 0, "run", b"secret")
+        await server.start()
+        clients = [
+            await StoreClient.connect("127.0.0.1", server.port, "run", b"secret", timeout=5)
+            for _ in range(2)
+        ]
+        clock, owner = FakeClock(), TaskOwner("test", lambda error, task: None)
+        mirror = StoreMirror(clients[1], clock, owner)
+        await mirror.start()
+        culprits = StoreStackBoard(
+            clients[0], "b", await clients[0].lease_grant(30.0), clock, owner
+        )
+        waiting = StoreStackBoard(clients[1], "a", 0, clock, owner, mirror)
+        try:
+            before = waiting.announced(3)
+            await culprits.announce(3, "rank 1 (local 0) on b hung: stuck 5 s in load_batch")
+            for _ in range(100):
+                if waiting.announced(3):
+                    break
+                await asyncio.sleep(0.02)
+            return before, waiting.announced(3), waiting.announced(4)
+        finally:
+            await owner.close()
+            await mirror.close()
+            for client in clients:
+                await client.close()
+            await server.close()
+
+    before, seen, other_round = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert before == ""
+    assert seen == "rank 1 (local 0) on b hung: stuck 5 s in load_batch"
+    assert other_round == ""

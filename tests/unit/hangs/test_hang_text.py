@@ -92,3 +92,15 @@ def test_report_only_warning_groups_identical_stacks() -> None:
     assert "(reported only; with --hang-timeout" in text.splitlines()[0]
     assert "ranks 0, 2, 3:\nin all_reduce" in text
     assert "rank 1:\nin load_batch" in text
+
+
+def test_a_rank_that_fails_after_another_nodes_announced_hang_names_that_culprit_first() -> None:
+    gone = WorkerFailure.build(
+        (0, 0, 100), ExitStatus(code=1), (1011.0, 12.5), "", None, "RuntimeError: closed by peer"
+    )
+    culprit = "rank 1 (local 0) on host-b hung: stuck 5 s in load_batch at /t/train.py:12"
+    report = FailureReport.from_failures("train.py", "host-a", [gone], [], elsewhere=culprit)
+    assert report.headline == (f"{culprit}; rank 0 (local 0) on host-a failed after it: exit 1")
+    assert format_summary(report, None).splitlines()[0] == f"rallypoint: {report.headline}"
+    alone = FailureReport.from_failures("train.py", "host-a", [gone], [])
+    assert alone.headline.startswith("rank 0 (local 0) on host-a failed first")
