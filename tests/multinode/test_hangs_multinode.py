@@ -12,6 +12,7 @@ once rank 1 is gone); either way the culprit's node announced it first
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -36,18 +37,24 @@ def summary(err: Path) -> str:
     return next(x for x in lines if x.startswith(("rallypoint: rank", "rallypoint: error:")))
 
 
-def test_every_nodes_summary_names_the_culprit_on_another_node(mark: str, tmp_path: Path) -> None:
+def three_agents(
+    env: dict[str, str], flags: tuple[str, ...], logs: Path
+) -> list[subprocess.Popen[bytes]]:
+    """Three agents of one c10d job, one gloo rank each, at 127.0.0.1, .2 and .3."""
     port = free_port()
-    stall_mark = tmp_path / "stalled_at"
-    env = launcher_env(mark, HANG_MODE="stall", STALL_MARK=str(stall_mark))
-    flags = ("--hang-timeout=5", "--stack-period=1", "--rdzv-conf=join_timeout=120")
-    agents = [
+    return [
         start_agent(
-            c10d("3", port, f"127.0.0.{i + 1}", 1, *flags, str(SCRIPT)), env, tmp_path / f"a{i}"
+            c10d("3", port, f"127.0.0.{i + 1}", 1, *flags, str(SCRIPT)), env, logs / f"a{i}"
         )
         for i in range(3)
     ]
-    codes = finish(agents, 240)
+
+
+def test_every_nodes_summary_names_the_culprit_on_another_node(mark: str, tmp_path: Path) -> None:
+    stall_mark = tmp_path / "stalled_at"
+    env = launcher_env(mark, HANG_MODE="stall", STALL_MARK=str(stall_mark))
+    flags = ("--hang-timeout=5", "--stack-period=1", "--rdzv-conf=join_timeout=120")
+    codes = finish(three_agents(env, flags, tmp_path), 240)
     ended = time.time()
     errs = [(tmp_path / f"a{i}.err").read_text() for i in range(3)]
     assert codes == [1, 1, 1], errs
@@ -67,16 +74,9 @@ def test_every_nodes_summary_names_the_culprit_on_another_node(mark: str, tmp_pa
 
 def test_the_culprits_node_stops_it_and_the_group_restarts(mark: str, tmp_path: Path) -> None:
     """--max-restarts=1 and a one-off stall: every node restarts once and the job finishes."""
-    port = free_port()
     env = launcher_env(mark, HANG_MODE="stall")  # rank 1 stalls on the first attempt only
     flags = ("--hang-timeout=5", "--stack-period=1", "--max-restarts=1")
-    agents = [
-        start_agent(
-            c10d("3", port, f"127.0.0.{i + 1}", 1, *flags, str(SCRIPT)), env, tmp_path / f"a{i}"
-        )
-        for i in range(3)
-    ]
-    codes = finish(agents, 300)
+    codes = finish(three_agents(env, flags, tmp_path), 300)
     errs = [(tmp_path / f"a{i}.err").read_text() for i in range(3)]
     assert codes == [0, 0, 0], errs
     assert "rank 1 (local 0) on 127.0.0.2 hung: stuck" in errs[1]

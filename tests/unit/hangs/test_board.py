@@ -4,7 +4,10 @@ the watch judging over other nodes' records, and the record in a real store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -159,14 +162,27 @@ def test_the_watch_judges_over_every_nodes_ranks() -> None:
     assert NodeDigests.from_text("a", board.offered[-1]).ranks[0].digest.collective == "all_reduce"
 
 
+@contextlib.asynccontextmanager
+async def two_clients() -> AsyncIterator[tuple[StoreClient, StoreClient]]:
+    """Two nodes' connections to one real store, all closed at the end."""
+    server = StoreServer("127.0.0.1", 0, "run", b"secret")
+    await server.start()
+    connect = functools.partial(StoreClient.connect, "127.0.0.1", server.port, "run", b"secret")
+    clients = (await connect(timeout=5), await connect(timeout=5))
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            await client.close()
+        await server.close()
+
+
 def test_the_record_is_written_at_most_once_a_period_and_read_by_others() -> None:
     async def scenario() -> None:
-        server = StoreServer("127.0.0.1", 0, "run", b"secret")
-        await server.start()
-        clients = [
-            await StoreClient.connect("127.0.0.1", server.port, "run", b"secret", timeout=5)
-            for _ in range(2)
-        ]
+        async with two_clients() as clients:
+            await board_scenario(*clients)
+
+    async def board_scenario(*clients: StoreClient) -> None:
         clock, owner = FakeClock(), TaskOwner("test", lambda error, task: None)
         lease = await clients[0].lease_grant(30.0)
         mine = StoreStackBoard(clients[0], "a", lease, clock, owner)
@@ -185,27 +201,21 @@ def test_the_record_is_written_at_most_once_a_period_and_read_by_others() -> Non
             assert (await clients[1].range(STACKS_PREFIX)).entries == ()
         finally:
             await owner.close()
-            for client in clients:
-                await client.close()
-            await server.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
 
 
 def test_the_announced_hang_reaches_every_nodes_mirror_for_its_round_only() -> None:
     async def scenario() -> tuple[str, str, str]:
-        server = StoreServer("127.0.0.1", 0, "run", b"secret")
-        await server.start()
-        clients = [
-            await StoreClient.connect("127.0.0.1", server.port, "run", b"secret", timeout=5)
-            for _ in range(2)
-        ]
+        async with two_clients() as clients:
+            return await announce_scenario(*clients)
+
+    async def announce_scenario(*clients: StoreClient) -> tuple[str, str, str]:
         clock, owner = FakeClock(), TaskOwner("test", lambda error, task: None)
         mirror = StoreMirror(clients[1], clock, owner)
         await mirror.start()
-        culprits = StoreStackBoard(
-            clients[0], "b", await clients[0].lease_grant(30.0), clock, owner
-        )
+        lease = await clients[0].lease_grant(30.0)
+        culprits = StoreStackBoard(clients[0], "b", lease, clock, owner)
         waiting = StoreStackBoard(clients[1], "a", 0, clock, owner, mirror)
         try:
             before = waiting.announced(3)
@@ -218,9 +228,6 @@ def test_the_announced_hang_reaches_every_nodes_mirror_for_its_round_only() -> N
         finally:
             await owner.close()
             await mirror.close()
-            for client in clients:
-                await client.close()
-            await server.close()
 
     before, seen, other_round = asyncio.run(asyncio.wait_for(scenario(), 20))
     assert before == ""
