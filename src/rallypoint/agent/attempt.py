@@ -49,6 +49,7 @@ from rallypoint.workers.process import WorkerProcess
 logger = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 2.0
+ANNOUNCE_SECONDS = 2.0  # at most this long naming a culprit to the other nodes before its stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +178,9 @@ class Attempt:
     async def _announce(self, hang: Hang, culprits: tuple[int, ...], headline: str) -> None:
         """Name the culprit to every node, then stop it (the others' ranks fail after that)."""
         assert self._board is not None
-        await self._board.announce(self.rdzv.round, headline)
+        deadline = self._clock.monotonic() + ANNOUNCE_SECONDS
+        with contextlib.suppress(TimeoutError):  # a store that does not answer delays no stop
+            await self._clock.wait_until(self._board.announce(self.rdzv.round, headline), deadline)
         self._stop_hung(hang, culprits)
 
     def _stop_hung(self, hang: Hang, culprits: tuple[int, ...]) -> None:
