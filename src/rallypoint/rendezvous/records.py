@@ -18,6 +18,9 @@ Keys (all under the store of one run id; see docs/rendezvous.md):
 - ``restarts``: the job-wide count of failure restarts (an atomic counter).
 - ``closed``: set once the job is over (succeeded or failed); later joins fail.
 - ``done/<round>/<node id>``: a node whose workers all succeeded in that round.
+- ``stacks/<node id>``: the node's ranks' stack digests (leased; see
+  :mod:`rallypoint.hangs.board`), and ``job/hang``: the round and headline of a
+  hang whose culprit its node is about to stop (:mod:`rallypoint.rendezvous.stacks`).
 
 Every record is JSON with a version field ``v``; nothing is pickled. Decoding
 is strict: anything else raises :class:`RendezvousStateError`.
