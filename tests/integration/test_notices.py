@@ -86,3 +86,14 @@ def test_without_forward_signals_usr1_ends_the_launcher_as_torchrun(
     launcher.send_signal(signal.SIGUSR1)
     launcher.communicate(timeout=60)
     assert launcher.returncode == -signal.SIGUSR1
+
+
+def test_no_thread_of_rallypoint_inside_a_worker_takes_its_signals(mark: str) -> None:
+    """A worker that blocks USR1 to sigwait for it must not die of one its sampler got."""
+    from tests.conftest import rallypoint
+
+    done = rallypoint(
+        ["--standalone", "--stack-period=0.1", str(WORKERS / "thread_masks.py")], launcher_env(mark)
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["blocks"]

@@ -19,6 +19,7 @@ itself still writes the crash dump on a fatal signal.
 """
 
 import _frozen_importlib_external as _external
+import _signal  # type: ignore[import-not-found]  # signal's C half: no enum import at start-up
 import _thread
 import builtins
 import faulthandler
@@ -57,7 +58,14 @@ def _write(fd: int, data: bytes) -> None:
 
 
 def _sample_forever(fd: int, period: float, main: int) -> None:
-    """The sampler thread: sleeps, then writes every thread's stack (see the design note)."""
+    """The sampler thread: sleeps, then writes every thread's stack (see the design note).
+
+    It blocks every signal first: a signal sent to the worker (a notice, a stop) must reach
+    the threads the user's code runs, as under torchrun, where no such thread exists; one
+    delivered here would take the default action (USR1: the end) under a main thread that
+    blocked it to ``sigwait`` for it.
+    """
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
     me = _thread.get_ident()
     while True:
         time.sleep(period)
