@@ -14,15 +14,29 @@ pytestmark = [pytest.mark.integration, pytest.mark.torch]
 RESULT = re.compile(r"^world=\d+ loss=-?\d+\.\d+ checksum=-?\d+\.\d+$", re.MULTILINE)
 
 
+# torch 2.13's gloo sometimes aborts a worker at interpreter exit, after the script has
+# finished and printed its result ("terminate called without an active exception": a
+# C++ thread still joinable during teardown; seen under torchrun on a loaded machine).
+# That is torch's, not the launcher's: torchrun's run is then taken again, once.
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def _torch_teardown_abort(stderr: str) -> bool:
+    return TEARDOWN_ABORT in stderr and "SIGABRT" in stderr
+
+
 def test_ddp_example_trains_identically(tmp_path: Path, mark: str) -> None:
     script = REPO / "examples" / "ddp_train.py"
     env = base_env(tmp_path, mark)
-    outcomes = run_both(
-        ["--standalone", "--nproc-per-node=2", str(script)],
-        {"torchrun": env, "rallypoint": env},
-        cwd=tmp_path,
-        concurrent=False,  # four torch workers at once on two cores are needlessly slow
-    )
+    for _ in range(2):
+        outcomes = run_both(
+            ["--standalone", "--nproc-per-node=2", str(script)],
+            {"torchrun": env, "rallypoint": env},
+            cwd=tmp_path,
+            concurrent=False,  # four torch workers at once on two cores are needlessly slow
+        )
+        if not _torch_teardown_abort(outcomes["torchrun"].stderr):
+            break
     lines = {}
     for name, outcome in outcomes.items():
         assert outcome.returncode == 0, outcome.describe()
