@@ -86,6 +86,26 @@ def test_status_stacks_from_another_process_on_the_same_node(
     assert all(where in r["stack"] and r["state"] == "running" for r in data[0]["ranks"])
 
 
+def test_status_shows_the_standbys_and_their_memory(
+    job: tuple[int, Path, dict[str, str]],
+) -> None:
+    """With a restart possible (1:2 nodes) each local rank has a standby, and status shows it.
+
+    The first standbys start during the rendezvous and become the first workers; the ones
+    shown once both ranks run are the next attempt's.
+    """
+    _, logs, env = job
+    wanted = ("rank 1 (node", "standby local rank 0: pid", "standby local rank 1: pid")
+    text = shown_once(env, wanted, "both ranks and both standbys", f"--log-dir={logs}")
+    print(text)
+    data = json.loads(status(env, "--json", f"--log-dir={logs}").stdout)
+    standbys = data[0]["standbys"]
+    assert [s["local_rank"] for s in standbys] == [0, 1]
+    assert all(s["rss_kib"] > 1024 for s in standbys), standbys  # a live interpreter's memory
+    worker_pids = {r["pid"] for r in data[0]["ranks"]}
+    assert not worker_pids & {s["pid"] for s in standbys}  # standbys are not the workers
+
+
 def test_status_from_the_store_and_a_wrong_secret_is_refused_in_one_line(
     job: tuple[int, Path, dict[str, str]],
 ) -> None:

@@ -68,3 +68,22 @@ def test_status_is_ours_only_first_and_without_such_a_file(
     assert not is_status_command(["--nproc-per-node=2", "status"])
     (tmp_path / "status").write_text("print(1)\n")
     assert not is_status_command(["status"])
+
+
+def test_standbys_are_listed_after_the_ranks_with_their_memory() -> None:
+    snap = {
+        "run_id": "j",
+        "round": 0,
+        "members": 1,
+        "ranks": [{"rank": 0, "node": "a", "pid": 7, "state": "running"}],
+        "standbys": [
+            {"local_rank": 0, "pid": 9, "rss_kib": 220 * 1024},
+            {"local_rank": 1, "pid": 10, "rss_kib": None},
+        ],
+    }
+    lines = status_text([snap], stacks=False).splitlines()
+    assert lines[-2:] == [
+        "  standby local rank 0: pid 9, 220 MiB resident",
+        "  standby local rank 1: pid 10, gone",
+    ]
+    assert lines[1].startswith("  rank 0 (node a, pid 7)")

@@ -93,6 +93,13 @@ class StandbyPool:
         )
         return worker
 
+    def describe(self) -> list[dict[str, object]]:
+        """The waiting standbys, for ``rallypoint status``: local rank, pid, resident KiB."""
+        return [
+            {"local_rank": rank, "pid": s.pid, "rss_kib": s.rss_kib()}
+            for rank, s in sorted(self._waiting.items())
+        ]
+
     async def aclose(self) -> None:
         """Kill and reap every standby left."""
         left = [*self._waiting.values(), *self._gone]

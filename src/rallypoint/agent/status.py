@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rallypoint.agent.job import Job
     from rallypoint.agent.seams import RunningAttempt
+    from rallypoint.agent.standbys import StandbyPool
     from rallypoint.rendezvous.result import RendezvousResult
 
 logger = logging.getLogger(__name__)
@@ -71,9 +72,13 @@ class StatusServer:
 
 
 def snapshot(
-    job: Job, rdzv: RendezvousResult | None, attempt: RunningAttempt | None, stacks: bool
+    job: Job,
+    rdzv: RendezvousResult | None,
+    attempt: RunningAttempt | None,
+    stacks: bool,
+    standbys: StandbyPool | None = None,
 ) -> dict[str, object]:
-    """What this node knows: the round, its workers, and (``stacks``) their latest stacks."""
+    """What this node knows: the round, its workers and standbys, and (``stacks``) stacks."""
     data: dict[str, object] = {"node": job.host, "run_id": job.config.run_id}
     if rdzv is not None:
         data.update(round=rdzv.round, members=rdzv.group_world_size, restarts=rdzv.restarts)
@@ -81,4 +86,6 @@ def snapshot(
     if attempt is not None:
         data["restarts"] = attempt.restart_count
         data["ranks"] = [{"node": job.host, **r} for r in attempt.rank_status(stacks)]
+    if standbys is not None:
+        data["standbys"] = standbys.describe()
     return data

@@ -165,7 +165,8 @@ class Supervisor:
         if run_dir is None or self._make_attempts is not None:  # no folder, or a test's fakes
             return None
         return StatusServer(
-            run_dir, lambda s: snapshot(self.job, self._now_round(), self._attempt, s)
+            run_dir,
+            lambda s: snapshot(self.job, self._now_round(), self._attempt, s, self._standbys),
         )
 
     def _now_round(self) -> RendezvousResult | None:

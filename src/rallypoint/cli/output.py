@@ -272,6 +272,17 @@ def _status_stacks(ranks: list[Mapping[str, object]]) -> list[str]:
     return lines
 
 
+def _standby_lines(listed: object) -> list[str]:
+    """One line per waiting standby (warm restarts): its local rank, pid and memory."""
+    standbys = [s for s in listed if isinstance(s, Mapping)] if isinstance(listed, list) else []
+    lines = []
+    for s in standbys:
+        kib = s.get("rss_kib")
+        memory = f"{kib / 1024:.0f} MiB resident" if isinstance(kib, int) else "gone"
+        lines.append(f"  standby local rank {s.get('local_rank')}: pid {s.get('pid')}, {memory}")
+    return lines
+
+
 def status_text(snapshots: Sequence[Mapping[str, object]], stacks: bool) -> str:
     """What ``rallypoint status`` prints: per job, its round and members, then per rank."""
     lines: list[str] = []
@@ -287,6 +298,7 @@ def status_text(snapshots: Sequence[Mapping[str, object]], stacks: bool) -> str:
         listed = snap.get("ranks")
         ranks = [r for r in listed if isinstance(r, Mapping)] if isinstance(listed, list) else []
         lines += [_rank_line(r) for r in ranks]
+        lines += _standby_lines(snap.get("standbys"))
         if stacks:
             lines += _status_stacks(ranks)
     return "\n".join(lines)
