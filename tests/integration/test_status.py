@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from rallypoint.agent.status import SUN_PATH_MAX
 from tests.conftest import WORKERS, launcher_env, rallypoint
 from tests.harness import wait_until
 from tests.multinode.agents import free_port, start_agent
@@ -27,7 +28,8 @@ SECRET = "s3cret-for-status"
 
 @pytest.fixture
 def job(mark: str, tmp_path: Path) -> Iterator[tuple[int, Path, dict[str, str]]]:
-    port, logs = free_port(), tmp_path / "logs"
+    # a deep --log-dir: the run folder's status.sock is longer than a unix address holds
+    port, logs = free_port(), tmp_path / ("deep-folder-" * 8) / "logs"
     env = launcher_env(mark, RALLYPOINT_SECRET=SECRET, IDLE_SECONDS="120")
     args = [
         "--nnodes=1:2",  # a store, not the single-node rendezvous
@@ -76,6 +78,8 @@ def test_status_stacks_from_another_process_on_the_same_node(
         env, (where, "ranks 0, 1:"), "both ranks' stacks", "--stacks", f"--log-dir={logs}"
     )
     print(text)
+    [sock] = logs.glob("*/status.sock")
+    assert len(str(sock)) > SUN_PATH_MAX  # reached all the same
     assert "round 0, 1 members, restarts 0" in text
     assert "rank 0 idling" in text  # each rank's last output
     assert "rank 1 idling" in text

@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,26 @@ logger = logging.getLogger(__name__)
 SOCKET_NAME = "status.sock"
 REQUEST_SECONDS = 5.0
 MAX_REQUEST = 4096
+SUN_PATH_MAX = 107  # sockaddr_un's sun_path is 108 bytes, the last one a NUL
+
+
+@contextlib.contextmanager
+def reachable_path(path: Path) -> Iterator[str]:
+    """``path`` as a unix socket address: through ``/proc/self/fd`` when it is too long.
+
+    A run folder under a deep ``--log-dir`` or ``$TMPDIR`` can name a socket longer
+    than ``sun_path`` holds; binding or connecting through an open descriptor of its
+    folder reaches the same file with a short address.
+    """
+    if len(os.fsencode(path)) <= SUN_PATH_MAX:
+        yield str(path)
+        return
+    folder = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{folder}/{path.name}"
+    finally:
+        os.close(folder)
+
 
 Snapshot = Callable[[bool], dict[str, object]]
 
@@ -45,7 +66,8 @@ class StatusServer:
     async def start(self) -> None:
         """Listen (a failure is logged: the job runs on without a status socket)."""
         try:
-            self._server = await asyncio.start_unix_server(self._serve, str(self.path))
+            with reachable_path(self.path) as address:
+                self._server = await asyncio.start_unix_server(self._serve, address)
         except OSError as exc:
             logger.warning("no status socket at %s: %s", self.path, exc)
 

@@ -28,9 +28,10 @@ import os
 import socket
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from rallypoint.agent.status import SOCKET_NAME
+from rallypoint.agent.status import SOCKET_NAME, reachable_path
 from rallypoint.cli import output
 from rallypoint.cli.settings import SECRET_ENV
 from rallypoint.errors import UsageError
@@ -97,7 +98,8 @@ def _ask(path: str, stacks: bool) -> Snapshot | None:
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(10.0)
         try:
-            sock.connect(path)
+            with reachable_path(Path(path)) as address:
+                sock.connect(address)
             sock.sendall(json.dumps({"stacks": stacks}).encode() + b"\n")
             chunks = []
             while chunk := sock.recv(1 << 16):
