@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import pty
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,7 @@ from rallypoint.workers.command import StackChannel, worker_argv
 from rallypoint.workers.process import SpawnRequest
 from rallypoint.workers.standby import Standby
 from tests.conftest import REPO, WORKERS
+from tests.harness import wait_until
 from tests.integration.test_bootstrap import MODES
 
 pytestmark = pytest.mark.integration
@@ -130,3 +133,46 @@ def test_a_standby_that_died_is_not_taken(tmp_path: Path, monkeypatch: pytest.Mo
     standby._popen.wait(timeout=30)
     request = SpawnRequest(0, worker_argv(entry, 0, {}), dict(os.environ))
     assert standby.take(request) is None
+
+
+def test_ready_says_when_the_imports_are_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "slow_import.py").write_text("import time\ntime.sleep(1.5)\n")
+    (tmp_path / "main.py").write_text("import sys\nprint('slow_import' in sys.modules)\n")
+    entry = Entrypoint(EntrypointKind.SCRIPT, str(tmp_path / "main.py"))
+    standby = Standby.spawn(0, worker_argv(entry, 0, {}), dict(os.environ), ("slow_import",), 0)
+    try:
+        assert not standby.ready()  # 1.5 s of imports ahead
+        wait_until(standby.ready, timeout=60, what="the standby's imports")
+        assert standby.ready()  # and it stays so
+    finally:
+        standby.kill()
+        standby._popen.wait(timeout=30)
+
+
+def test_a_hand_over_with_the_ready_byte_unread_still_runs_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our end closed with the standby's READY unread resets its end: that too ends the message."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "main.py").write_text("print('ran', 40 + 2)\n")
+    entry = Entrypoint(EntrypointKind.SCRIPT, str(tmp_path / "main.py"))
+    standby = Standby.spawn(0, worker_argv(entry, 0, {}), dict(os.environ), ("json",), 0)
+    control = standby._control
+    assert control is not None
+    control.settimeout(60)
+    assert control.recv(1, socket.MSG_PEEK) == b"R"  # said, and left unread
+    monkeypatch.setattr(standby, "ready", lambda: False)
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    os.kill(standby.pid, signal.SIGSTOP)  # so it reads only after our end is closed
+    worker = standby.take(SpawnRequest(0, worker_argv(entry, 0, {}), {}, out_write, err_write))
+    os.kill(standby.pid, signal.SIGCONT)
+    os.close(out_write)
+    os.close(err_write)
+    assert worker is not None
+    with os.fdopen(out_read) as out, os.fdopen(err_read) as err:
+        assert (out.read(), err.read()) == ("ran 42\n", "")
+    assert worker._popen.wait(timeout=60) == 0

@@ -167,12 +167,38 @@ def test_standbys_start_after_the_workers_and_import_at_lower_priority(
         _stop(proc)
 
 
+def test_a_restart_starts_cold_while_its_standby_imports_and_warm_once_it_is_done(
+    mark: str, tmp_path: Path
+) -> None:
+    """A crash before the standby's imports are done restarts cold, at once; the standby waits on.
+
+    Attempt 0 crashes at once, long before ``slow_import`` (8 s) is imported: attempt 1
+    starts cold without waiting for it. It then waits until the standby says it is ready
+    and crashes: attempt 2 is that standby, warm.
+    """
+    (tmp_path / "slow_import.py").write_text("import time\ntime.sleep(8)\n")
+    path = f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"
+    env = launcher_env(mark, PID_DIR=str(tmp_path), PYTHONPATH=path)
+    args = ["--standalone", "--max-restarts=2", "--warm=slow_import"]
+    done = rallypoint([*args, str(WORKERS / "warm_late.py")], env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "attempts.jsonl").read_text().splitlines()
+    first, cold, warm = (json.loads(line) for line in lines)
+    assert [a["attempt"] for a in (first, cold, warm)] == [0, 1, 2]
+    assert (first["warm"], cold["warm"], warm["warm"]) == (False, False, True)
+    assert cold["started"] - first["started"] < 6.0, "the restart waited for the imports"
+    assert json.loads((tmp_path / "standbys.json").read_text()) == [warm["pid"]]
+
+
 def fails_once_then_reports() -> tuple[str, bool]:
     """A callable for the API: the first attempt fails; the next says if it ran warm."""
     import sys
 
+    from tests.workers.standbys_ready import wait_until_ready
+
     restart = os.environ["TORCHELASTIC_RESTART_COUNT"]
     if restart == "0":
+        wait_until_ready()
         raise RuntimeError("first attempt")
     return restart, "xml.dom.minidom" in sys.modules
 

@@ -77,13 +77,15 @@ def test_standbys_are_listed_after_the_ranks_with_their_memory() -> None:
         "members": 1,
         "ranks": [{"rank": 0, "node": "a", "pid": 7, "state": "running"}],
         "standbys": [
-            {"local_rank": 0, "pid": 9, "rss_kib": 220 * 1024},
-            {"local_rank": 1, "pid": 10, "rss_kib": None},
+            {"local_rank": 0, "pid": 9, "rss_kib": 220 * 1024, "ready": True},
+            {"local_rank": 1, "pid": 10, "rss_kib": None, "ready": False},
+            {"local_rank": 2, "pid": 11, "rss_kib": 30 * 1024, "ready": False},
         ],
     }
     lines = status_text([snap], stacks=False).splitlines()
-    assert lines[-2:] == [
-        "  standby local rank 0: pid 9, 220 MiB resident",
+    assert lines[-3:] == [
+        "  standby local rank 0: pid 9, 220 MiB resident, ready",
         "  standby local rank 1: pid 10, gone",
+        "  standby local rank 2: pid 11, 30 MiB resident, importing",
     ]
     assert lines[1].startswith("  rank 0 (node a, pid 7)")

@@ -12,6 +12,10 @@ import json  # noqa: E402
 import os  # noqa: E402
 
 if os.environ["TORCHELASTIC_RESTART_COUNT"] == "0":
+    import runpy
+
+    helper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standbys_ready.py")
+    runpy.run_path(helper)["wait_until_ready"]()  # then the restart is a warm one
     sys.exit(1)
 main = sys.modules["__main__"]
 spec = getattr(main, "__spec__", None)

@@ -387,8 +387,10 @@ class LocalAttempts:
             assert rdzv is not None
             attempt = Attempt(self._job, rdzv, number, self._layout, self._deps)
             await attempt.start()
-        if self._deps.standbys is not None and self._may_restart(attempt.restart_count):
-            self._deps.standbys.fill()  # the workers are started: now the next ones
+        if self._deps.standbys is not None:
+            self._deps.standbys.workers_started()
+            if self._may_restart(attempt.restart_count):
+                self._deps.standbys.fill()  # the workers are started: now the next ones
         return attempt
 
     def _may_restart(self, restarts: int) -> bool:

@@ -7,7 +7,12 @@ the imports never slow the workers' first steps, and at a lower CPU
 priority), and before the first round of a job on several nodes, so that the
 imports overlap the wait for the other nodes. The launchpad asks the pool for
 a local rank's standby before it spawns a cold worker; a standby that is not
-there, or is gone, means a cold start. The guardian covers every standby as
+there, or is gone, means a cold start. So does, on a restart, a standby still
+importing (it says when it is done): waiting for it would make a crash early
+in an attempt restart slower than cold, for a script that never imports what
+it warms; it stays for the restart after. Before this agent's first workers
+(standbys started while the first rendezvous waits) a standby is taken as it
+is, since the alternative is the same imports from the start. The guardian covers every standby as
 it covers workers, and the pool kills those left when the run ends.
 """
 
@@ -54,6 +59,11 @@ class StandbyPool:
         self._nice = standby_nice() if nice is None else nice
         self._waiting: dict[int, Standby] = {}
         self._gone: list[Standby] = []
+        self._before_first_workers = True  # until then a take may wait for the imports
+
+    def workers_started(self) -> None:
+        """Workers have run here: from now on only a standby done importing is taken."""
+        self._before_first_workers = False
 
     def fill(self) -> None:
         """Start a standby for each local rank that has none (a failure only means cold starts)."""
@@ -78,9 +88,17 @@ class StandbyPool:
 
     def take(self, request: SpawnRequest) -> WorkerProcess | None:
         """The worker ``request`` describes, made of this rank's standby; None to start cold."""
-        standby = self._waiting.pop(request.local_rank, None)
+        standby = self._waiting.get(request.local_rank)
         if standby is None:
             return None
+        if not (standby.ready() or self._before_first_workers):
+            logger.info(
+                "local rank %d: standby pid %d is still importing; a cold start now, it waits on",
+                request.local_rank,
+                standby.pid,
+            )
+            return None
+        del self._waiting[request.local_rank]
         worker = standby.take(request)
         if worker is None:
             self._gone.append(standby)
@@ -96,7 +114,7 @@ class StandbyPool:
     def describe(self) -> list[dict[str, object]]:
         """The waiting standbys, for ``rallypoint status``: local rank, pid, resident KiB."""
         return [
-            {"local_rank": rank, "pid": s.pid, "rss_kib": s.rss_kib()}
+            {"local_rank": rank, "pid": s.pid, "rss_kib": s.rss_kib(), "ready": s.ready()}
             for rank, s in sorted(self._waiting.items())
         ]
 

@@ -273,12 +273,14 @@ def _status_stacks(ranks: list[Mapping[str, object]]) -> list[str]:
 
 
 def _standby_lines(listed: object) -> list[str]:
-    """One line per waiting standby (warm restarts): its local rank, pid and memory."""
+    """One line per waiting standby (warm restarts): local rank, pid, memory, imports done."""
     standbys = [s for s in listed if isinstance(s, Mapping)] if isinstance(listed, list) else []
     lines = []
     for s in standbys:
         kib = s.get("rss_kib")
         memory = f"{kib / 1024:.0f} MiB resident" if isinstance(kib, int) else "gone"
+        if isinstance(kib, int) and "ready" in s:
+            memory += ", ready" if s["ready"] else ", importing"
         lines.append(f"  standby local rank {s.get('local_rank')}: pid {s.get('pid')}, {memory}")
     return lines
 

@@ -4,8 +4,8 @@ Run through the bootstrap (``bootstrap.py standby SOCK NICE MODULES MODE
 TARGET``; the agent's side is :mod:`rallypoint.workers.standby`). It lowers
 its main thread's CPU priority by NICE, imports each of MODULES (comma
 separated) with ``sys.path[0]`` as the worker's will be (MODE and TARGET are
-the worker's), puts its priority back, and blocks reading the unix socket
-SOCK. The agent then sends one message: a byte carrying, as SCM_RIGHTS, the
+the worker's), puts its priority back, writes READY to the unix socket SOCK
+and blocks reading it. The agent then sends one message: a byte carrying, as SCM_RIGHTS, the
 worker's stdout, stderr (and stack channel, when the argv names one), then the
 worker's bootstrap argv and environment, NUL separated, then end of file.
 :func:`wait` moves the descriptors onto 1 and 2, makes ``os.environ`` what a
@@ -23,11 +23,13 @@ import sys
 
 TYPE_CHECKING = False  # typing is not loaded in a bare interpreter
 if TYPE_CHECKING:
+    import _socket
     from collections.abc import Callable
 
 CHUNK = 1 << 16
 MAX_FDS = 3  # stdout, stderr, stack channel
 INT = 4  # bytes per descriptor in SCM_RIGHTS data
+READY = b"R"  # written to the agent once the imports are done
 
 
 def wait(argv: list[str], path_entry: "Callable[[str, str], str]") -> list[str]:
@@ -38,6 +40,7 @@ def wait(argv: list[str], path_entry: "Callable[[str, str], str]") -> list[str]:
     sock_text, nice_text, modules, mode, target = argv
     entry = path_entry(mode, target)
     _warm_up([m for m in modules.split(",") if m], entry, int(nice_text))
+    _say_ready(int(sock_text))
     payload, fds = _receive(int(sock_text))
     if not payload:  # the agent went away without a word: nothing to become
         os._exit(0)
@@ -77,6 +80,14 @@ def _warm_up(modules: list[str], entry: str, nice: int) -> None:
                 pass
 
 
+def _say_ready(fd: int) -> None:
+    """Tell the agent the imports are done (one byte it peeks at; it may be gone already)."""
+    try:  # noqa: SIM105 - contextlib is not loaded in a bare interpreter
+        os.write(fd, READY)
+    except OSError:
+        pass
+
+
 def _try_import(name: str) -> None:
     try:  # noqa: SIM105 - contextlib is not loaded in a bare interpreter
         __import__(name)
@@ -92,7 +103,7 @@ def _receive(fd: int) -> tuple[bytes, list[int]]:
         conn = _socket.socket(fileno=fd)
         first, ancillary, _, _ = conn.recvmsg(CHUNK, _socket.CMSG_SPACE(MAX_FDS * INT))
         chunks = [first]
-        while chunk := conn.recv(CHUNK):
+        while chunk := _recv_to_end(conn):
             chunks.append(chunk)
         conn.close()
         fds = [
@@ -105,6 +116,19 @@ def _receive(fd: int) -> tuple[bytes, list[int]]:
         if not had:
             del sys.modules["_socket"]
     return b"".join(chunks)[1:], fds
+
+
+def _recv_to_end(conn: "_socket.socket") -> bytes:
+    """The next part of the message; b"" at its end.
+
+    The agent closes its end once it has sent all; had our READY not been read
+    by then, the close resets the connection, which a unix socket reports only
+    after everything sent before it has been read: so a reset is the end too.
+    """
+    try:
+        return conn.recv(CHUNK)
+    except ConnectionResetError:
+        return b""
 
 
 def _take_stdio(fds: list[int]) -> None:

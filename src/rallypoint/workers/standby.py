@@ -4,7 +4,8 @@ Design note: a restarted worker spends most of its start in the interpreter's
 own start-up and ``import torch``, which do not depend on the round. A standby
 does both ahead of time, started through the worker bootstrap like a worker
 (same interpreter, flags and environment but for the round's values), and
-then blocks reading a unix socket (``workers/_standby.py`` is its side). To
+then says it is ready on a unix socket and blocks reading it
+(``workers/_standby.py`` is its side). To
 become a worker it is sent, in one message, the worker's stdout and stderr
 (pipes or a pseudo-terminal, made by the launchpad exactly as for a cold
 spawn) as SCM_RIGHTS, and its bootstrap argv and environment; it then runs
@@ -28,6 +29,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 
 from rallypoint.errors import LaunchError
+from rallypoint.workers._standby import READY
 from rallypoint.workers.command import standby_argv
 from rallypoint.workers.process import SpawnRequest, WorkerProcess
 
@@ -57,6 +59,7 @@ class Standby:
         self._popen = popen
         self._control: socket.socket | None = control
         self._held = held
+        self._ready = False
 
     @classmethod
     def spawn(
@@ -113,6 +116,18 @@ class Standby:
             return None
         return None
 
+    def ready(self) -> bool:
+        """Whether its imports are done (it said so on the control socket), without waiting."""
+        if not self._ready and self._control is not None:
+            try:  # read, not peeked: a close with unread data would reset the standby's end
+                said = self._control.recv(len(READY), socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                said = b""
+            except OSError:
+                return False
+            self._ready = said == READY
+        return self._ready
+
     def take(self, request: SpawnRequest) -> WorkerProcess | None:
         """Make this standby the worker ``request`` describes; None if it cannot be.
 
@@ -128,6 +143,7 @@ class Standby:
         channel = request.argv[3]
         fds = streams if channel == "-" else [*streams, int(channel)]
         self._pass_on_held(streams)
+        self.ready()  # reads its READY if it came, so that closing our end is a clean end
         resident = self.rss_kib()
         try:
             socket.send_fds(self._control, [b"G"], fds)
