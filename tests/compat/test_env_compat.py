@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.compat._helpers import SCRIPTS, base_env, load_dumps, run_both
+from tests.conftest import WORKERS
 
 pytestmark = [pytest.mark.integration, pytest.mark.torch]
 
@@ -222,6 +223,7 @@ def _target(case: Case, tmp_path: Path) -> tuple[str, dict[str, str]]:
         package.mkdir(parents=True)
         (package / "__init__.py").write_text("")
         shutil.copy(dump, package / "dump.py")  # the same name for both scripts
+        shutil.copy(WORKERS / "standbys_ready.py", package)  # what dump_env_restart uses
         # the work tree's sources stay on the path (scratch_env keeps PYTHONPATH)
         path = os.pathsep.join(
             filter(None, [str(tmp_path / "modroot"), os.environ.get("PYTHONPATH")])

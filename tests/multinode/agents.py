@@ -83,3 +83,17 @@ def finish(agents: Sequence[subprocess.Popen[bytes]], timeout: float) -> list[in
             agent.kill()
             codes.append(agent.wait())
     return codes
+
+
+def wait_standbys_ready(env: dict[str, str], log_dir: Path, agents: int, timeout: float) -> None:
+    """Wait until ``agents`` agents logging under ``log_dir`` have standbys all done importing."""
+    command = [sys.executable, "-m", "rallypoint", "status", "--json", f"--log-dir={log_dir}"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        snapshots = json.loads(done.stdout) if done.returncode == 0 else []
+        standbys = [snapshot.get("standbys") or [{}] for snapshot in snapshots]
+        if len(snapshots) == agents and all(s.get("ready") for each in standbys for s in each):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the standbys of {agents} agents were not ready within {timeout} s")

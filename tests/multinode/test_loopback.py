@@ -22,6 +22,7 @@ from tests.multinode.agents import (
     read_lines,
     start_agent,
     wait_listening,
+    wait_standbys_ready,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.multinode, pytest.mark.torch]
@@ -224,12 +225,13 @@ def test_survivors_of_a_killed_agent_rejoin_at_world_2_warm(mark: str, tmp_path:
     conf = "--rdzv-conf=last_call_timeout=2"
     agents = []
     for i in range(3):
-        args = c10d("1:3", port, f"127.0.0.{i + 1}", 1, conf, "--warm=torch", script)
+        logs = f"--log-dir={tmp_path / 'logs'}"
+        args = c10d("1:3", port, f"127.0.0.{i + 1}", 1, conf, "--warm=torch", logs, script)
         agents.append(start_agent(args, env, tmp_path / f"a{i}"))
         if i == 0:
             wait_listening("127.0.0.1", port)
     wait_until(lambda: len(read_lines(tmp_path / "joined.jsonl")) == 3, 90, "three workers")
-    time.sleep(3)  # the standbys of the survivors finish importing torch
+    wait_standbys_ready(env, tmp_path / "logs", 3, 90)  # a restart then takes them
     os.kill(agents[2].pid, signal.SIGKILL)  # a non-host agent: the store lives in agent 0
     killed_at = time.time()
     assert finish(agents[:2], 120) == [0, 0], (tmp_path / "a0.err").read_text()

@@ -15,7 +15,12 @@ from pathlib import Path
 
 
 def wait_until_ready(timeout: float = 120.0) -> list[int]:
-    """Once every local rank has a standby that says it is ready, their pids ([] without warm)."""
+    """Once every local rank has a standby that says it is ready, their pids.
+
+    [] at once when there are none: warm restarts off, or the launcher is torchrun.
+    """
+    if b"rallypoint" not in Path(f"/proc/{os.getppid()}/cmdline").read_bytes():
+        return []  # under torchrun: no standbys
     run_dir = Path(os.environ["TORCHELASTIC_ERROR_FILE"]).parents[2]
     wanted = int(os.environ["LOCAL_WORLD_SIZE"])
     deadline = time.monotonic() + timeout

@@ -3,7 +3,8 @@
 argv[1] is a folder. Attempt 0: ranks join the group, then the last rank
 writes ``crash`` (the time) and exits 1 while the others wait in a collective
 (with argv[2] ``early``: before joining, right after ``import torch``; with
-``after=S``: S seconds after joining, time for the standbys' own imports). Attempt
+``after=S``: S seconds after joining; with ``ready``: once the standbys are done
+importing, as ``rallypoint status`` shows). Attempt
 1: every rank writes ``rank<N>.json``: its times (first line, after ``import
 torch``, after ``init_process_group``), whether CUDA was initialised before
 the script touched it, its pid and the all-reduce sum.
@@ -15,6 +16,7 @@ STARTED = time.time()
 
 import json  # noqa: E402
 import os  # noqa: E402
+import runpy  # noqa: E402
 import sys  # noqa: E402
 
 import torch  # noqa: E402
@@ -42,7 +44,11 @@ def main() -> None:
     joined = time.time()
     rank = dist.get_rank()
     if first and last:
-        time.sleep(float(when.removeprefix("after=") or 0))
+        if when == "ready":  # once the standbys are done importing: the restart is warm
+            helper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standbys_ready.py")
+            runpy.run_path(helper)["wait_until_ready"]()
+        else:
+            time.sleep(float(when.removeprefix("after=") or 0))
         crash(folder)
     total = torch.tensor([rank + 1.0])
     dist.all_reduce(total)
