@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -147,3 +149,38 @@ def _stranger_closed(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
         return _closed(sock)
+
+
+LAZY_PROBE = """
+import socket, struct, sys
+from rallypoint.rendezvous.ports import open_master_port
+from rallypoint.torchstore.wire import VALIDATION_MAGIC, Ping, Validate, encode_request
+
+port = open_master_port(0, agent_store=True)
+print("before serve:", "asyncio" in sys.modules, "rallypoint.torchstore.host" in sys.modules)
+early = socket.create_connection(("127.0.0.1", port.port), timeout=10)
+early.sendall(encode_request(Validate(VALIDATION_MAGIC)) + encode_request(Ping(7)))
+early.settimeout(0.3)
+try:
+    early.recv(4)
+    print("answered before serve")
+except TimeoutError:
+    pass
+port.serve()
+early.settimeout(10)
+print("after serve:", early.recv(4) == struct.pack("<I", 7))
+port.release()
+"""
+
+
+def test_a_single_node_port_listens_at_once_and_serves_what_waited_once_served() -> None:
+    """A single-node launch spawns its first workers before it imports the store's server.
+
+    The port listens before ``serve``: a worker's connection made then waits in the
+    kernel's queue and is answered once the server runs.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", LAZY_PROBE], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["before serve: False False", "after serve: True"]

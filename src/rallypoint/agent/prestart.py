@@ -43,6 +43,7 @@ def prestart(job: Job, clock: Clock, early_signals: list[int]) -> Prestart | Non
         rendezvous = SingleNodeRendezvous(job.config, job.host)
         rdzv = rendezvous.round_now()
         prepared = Launchpad(job, rdzv, 0, layout.attempt_dir(0)).launch(guardian, clock)
+        rendezvous.serve_store()  # only now: the workers' connections wait until it answers
     except BaseException:
         if rendezvous is not None:
             rendezvous.release()

@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rallypoint.errors import LaunchError
+
+if TYPE_CHECKING:
+    from rallypoint.torchstore.host import TorchStoreHost
 
 
 class MasterPort(Protocol):
@@ -36,8 +39,12 @@ class MasterPort(Protocol):
         """The port number."""
         ...
 
+    def serve(self) -> None:
+        """Answer the workers from now on, if this port serves torch's store."""
+        ...
+
     def fresh_store(self) -> None:
-        """Workers that connect from now on find an empty store."""
+        """Workers that connect from now on find an empty store (serving it if not yet)."""
         ...
 
     def release(self) -> None:
@@ -60,12 +67,46 @@ def open_master_port(port: int, agent_store: bool) -> MasterPort:
     """
     if not agent_store:
         return PortReservation.reserve(port)
-    from rallypoint.torchstore.host import TorchStoreHost
+    from rallypoint.torchstore.listener import listening_socket
 
     try:
-        return TorchStoreHost.listen(port)
+        return StoreOnPort(listening_socket(port))
     except OSError as exc:
         raise _taken(port, exc) from exc
+
+
+class StoreOnPort:
+    """torch's store on a port that listens at once; its server starts at :meth:`serve`.
+
+    Until then a worker's connection waits in the kernel's accept queue, so a
+    single-node launch spawns its first workers before it imports the server
+    (asyncio and the codec, tens of ms) and starts the server's thread.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.port = int(sock.getsockname()[1])
+        self._host: TorchStoreHost | None = None
+
+    def serve(self) -> None:
+        """Start the server's thread, once."""
+        if self._host is None:
+            from rallypoint.torchstore.host import TorchStoreHost
+
+            self._host = TorchStoreHost(self._sock)
+
+    def fresh_store(self) -> None:
+        """Workers that connect from now on find an empty store."""
+        self.serve()
+        assert self._host is not None
+        self._host.fresh_store()
+
+    def release(self) -> None:
+        """Stop serving and close the port."""
+        if self._host is None:
+            self._sock.close()
+        else:
+            self._host.release()
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +135,9 @@ class PortReservation:
     def port(self) -> int:
         """The reserved port number."""
         return int(self.sock.getsockname()[1])
+
+    def serve(self) -> None:
+        """Nothing to do: worker rank 0 serves the store."""
 
     def fresh_store(self) -> None:
         """Nothing to do: each attempt's worker rank 0 starts its own store."""

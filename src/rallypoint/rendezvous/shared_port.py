@@ -61,6 +61,9 @@ class SharedPort:
         """Start accepting on the running loop."""
         self._accepting = asyncio.get_running_loop().create_task(self._accept_forever())
 
+    def serve(self) -> None:
+        """Nothing to do: it serves from the start (see :meth:`start`)."""
+
     def fresh_store(self) -> None:
         """The next attempt's workers find an empty torch store."""
         self.torch.fresh_store()

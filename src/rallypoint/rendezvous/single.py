@@ -32,6 +32,10 @@ class SingleNodeRendezvous:
         self._round = 0
         self._restarts = 0
 
+    def serve_store(self) -> None:
+        """Start answering torch's store (the first workers may already be waiting on it)."""
+        self._ports.serve()
+
     async def next_round(self) -> RendezvousResult:
         """The next round: this node alone, with a fresh torch store."""
         self._ports.fresh_store()

@@ -22,31 +22,12 @@ import logging
 import socket
 import threading
 
+from rallypoint.torchstore.listener import listening_socket
 from rallypoint.torchstore.server import ServerLimits, TorchStoreServer
 
 __all__ = ["TorchStoreHost", "listening_socket"]
 
 logger = logging.getLogger(__name__)
-
-BACKLOG = ServerLimits().backlog  # the server listens again with its limits' backlog
-
-
-def listening_socket(port: int) -> socket.socket:
-    """A socket listening on ``port`` (0: any) of every local address, IPv6 too if present.
-
-    Raises:
-        OSError: the port is taken.
-    """
-    if socket.has_dualstack_ipv6():
-        try:
-            return socket.create_server(
-                ("", port), family=socket.AF_INET6, backlog=BACKLOG, dualstack_ipv6=True
-            )
-        except OSError:
-            if port == 0:
-                raise
-            # a port free for IPv4 but not IPv6 (or no IPv6 at all): try IPv4 alone
-    return socket.create_server(("", port), backlog=BACKLOG)
 
 
 class TorchStoreHost:
@@ -69,7 +50,8 @@ class TorchStoreHost:
     @classmethod
     def listen(cls, port: int = 0, limits: ServerLimits | None = None) -> TorchStoreHost:
         """Bind and listen on ``port`` now, and serve it from a new thread."""
-        return cls(listening_socket(port), limits)
+        backlog = (limits or ServerLimits()).backlog
+        return cls(listening_socket(port, backlog), limits)
 
     def fresh_store(self) -> None:
         """Start a fresh store for the next attempt's workers (callable from any thread)."""

@@ -29,6 +29,7 @@ import logging
 import socket
 from dataclasses import dataclass
 
+from rallypoint.torchstore.listener import BACKLOG
 from rallypoint.torchstore.state import TorchStoreState
 from rallypoint.torchstore.wire import (
     DEFAULT_LIMITS,
@@ -60,7 +61,7 @@ class ServerLimits:
     request: Limits = DEFAULT_LIMITS
     handshake_timeout: float = 60.0
     max_write_buffer: int = 64 << 20
-    backlog: int = 4096
+    backlog: int = BACKLOG
 
 
 class TorchStoreServer:
