@@ -391,6 +391,8 @@ class LocalAttempts:
             self._deps.standbys.workers_started()
             if self._may_restart(attempt.restart_count):
                 self._deps.standbys.fill()  # the workers are started: now the next ones
+            else:
+                await self._deps.standbys.drain()  # one still importing was passed over
         return attempt
 
     def _may_restart(self, restarts: int) -> bool:

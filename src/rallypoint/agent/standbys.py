@@ -118,8 +118,8 @@ class StandbyPool:
             for rank, s in sorted(self._waiting.items())
         ]
 
-    async def aclose(self) -> None:
-        """Kill and reap every standby left."""
+    async def drain(self) -> None:
+        """Kill and reap every standby left: no restart can take them any more."""
         left = [*self._waiting.values(), *self._gone]
         self._waiting.clear()
         self._gone.clear()
@@ -129,3 +129,7 @@ class StandbyPool:
         for standby in left:
             if standby.reap():
                 self._guardian.release(standby.pid)
+
+    async def aclose(self) -> None:
+        """Kill and reap every standby left, as the run ends."""
+        await self.drain()
