@@ -9,8 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rallypoint.agent.policy import (
-    EVENT_TYPES,
     TRANSITIONS,
+    Phase,
+    Policy,
+    PolicyError,
+    Settings,
+    State,
+    StopReason,
+    step,
+)
+from rallypoint.agent.policy_messages import (
+    EVENT_TYPES,
     Action,
     Begin,
     DropNotice,
@@ -30,24 +39,17 @@ from rallypoint.agent.policy import (
     MembershipChanged,
     NoteNotice,
     Noticed,
-    Phase,
-    Policy,
-    PolicyError,
     ReportFailure,
     RestartCounted,
     RestartFree,
     RestartSpent,
     RoundJoined,
-    Settings,
     Signalled,
     SpendRestart,
     StartWorkers,
-    State,
     Stopped,
-    StopReason,
     StopWorkers,
     StoreLost,
-    step,
 )
 
 SETTINGS = Settings(nproc=2, max_restarts=1, shutdown_grace=5.0, restart_grace=30.0)

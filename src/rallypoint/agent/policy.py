@@ -34,6 +34,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from rallypoint.agent import policy_messages as m
 from rallypoint.values import value
 
 RESTART_GRACE = 30.0  # torchrun stops a failed group with a fixed 30 s grace
@@ -67,15 +68,6 @@ class StopReason(enum.Enum):
     LOST = "lost"  # this node lost the store
 
 
-class Ending(enum.Enum):
-    """How the node's part of the job ended (besides giving up, see :class:`GiveUp`)."""
-
-    SUCCEEDED = "succeeded"
-    SIGNALLED = "signalled"
-    CLOSED = "closed"
-    LOST = "lost"
-
-
 @value
 class Settings:
     """The configuration the policy decides with."""
@@ -86,236 +78,6 @@ class Settings:
     restart_grace: float = RESTART_GRACE  # seconds a failed or changed group gets
     notices_reach_workers: bool = False  # their sender signals every process (proctrack/linuxproc)
 
-
-# --- events (what the driver saw) ---------------------------------------------------------
-
-
-@value
-class Begin:
-    """The driver starts; ``prestarted`` when attempt 0's workers already run."""
-
-    prestarted: bool = False
-
-
-@value
-class RoundJoined:
-    """The round asked for by :class:`JoinRound` formed with this node in it."""
-
-
-@value
-class Exited:
-    """A worker of attempt ``attempt`` ended."""
-
-    attempt: int
-    pid: int
-    succeeded: bool
-
-
-@value
-class Signalled:
-    """The agent received a handled signal."""
-
-    signum: int
-
-
-@value
-class Noticed:
-    """The agent received a notice signal (``--forward-signals``): the job goes on."""
-
-    signum: int
-
-
-@value
-class MembershipChanged:
-    """The round this node runs no longer holds (a node left, restarts or waits to join)."""
-
-    reason: str
-
-
-@value
-class JobClosed:
-    """Another node ended the job."""
-
-    reason: str
-
-
-@value
-class StoreLost:
-    """This node lost the rendezvous store (or its lease)."""
-
-    reason: str
-
-
-@value
-class Gathered:
-    """Every event queued before :class:`GatherQueued` has been fed."""
-
-
-@value
-class Stopped:
-    """The stop begun by :class:`StopWorkers` is over: every worker ended."""
-
-
-@value
-class RestartCounted:
-    """The job-wide restart count after :class:`SpendRestart`."""
-
-    count: int
-
-
-@value
-class Finished:
-    """The bounded wait of :class:`Finish` for the other nodes is over."""
-
-
-Event = (
-    Begin
-    | RoundJoined
-    | Exited
-    | Signalled
-    | Noticed
-    | MembershipChanged
-    | JobClosed
-    | StoreLost
-    | Gathered
-    | Stopped
-    | RestartCounted
-    | Finished
-)
-EVENT_TYPES: tuple[type[Event], ...] = (
-    Begin,
-    RoundJoined,
-    Exited,
-    Signalled,
-    Noticed,
-    MembershipChanged,
-    JobClosed,
-    StoreLost,
-    Gathered,
-    Stopped,
-    RestartCounted,
-    Finished,
-)
-
-# --- actions (what the driver does) -------------------------------------------------------
-
-
-@value
-class JoinRound:
-    """Join the next round; feed :class:`RoundJoined` when it formed."""
-
-
-@value
-class StartWorkers:
-    """Start (or adopt, if prestarted) the workers of attempt ``attempt``."""
-
-    attempt: int
-
-
-@value
-class GatherQueued:
-    """Feed every event already queued, then :class:`Gathered` (``pid`` failed first)."""
-
-    pid: int
-
-
-@value
-class StopWorkers:
-    """Send ``signum`` to every worker's group, SIGKILL what is left at ``deadline``."""
-
-    signum: int
-    deadline: float  # monotonic seconds
-
-
-@value
-class ForwardNotice:
-    """Send ``signum`` to every running worker's group; nothing is stopped."""
-
-    signum: int
-
-
-@value
-class NoteNotice:
-    """Record the notice ``signum``: its sender gave it to every worker too, so do not resend."""
-
-    signum: int
-
-
-@value
-class DropNotice:
-    """Say the notice ``signum`` reached no worker (none runs, or they are being stopped)."""
-
-    signum: int
-
-
-@value
-class HastenStop:
-    """SIGKILL what is left of the stop in progress now."""
-
-
-@value
-class ReportFailure:
-    """Build the failure report: ``failed`` pids failed on their own, the rest were stopped."""
-
-    failed: tuple[int, ...]
-
-
-@value
-class SpendRestart:
-    """Count one failure restart job-wide; feed :class:`RestartCounted`."""
-
-
-@value
-class RestartFree:
-    """Say the workers restart because the round changed; no restart is spent."""
-
-    reason: str
-
-
-@value
-class RestartSpent:
-    """Say the workers restart after a failure; this is restart ``count``."""
-
-    count: int
-
-
-@value
-class Finish:
-    """Report success and wait (bounded) for the other nodes; feed :class:`Finished`."""
-
-
-@value
-class GiveUp:
-    """The restart budget is spent: close the job, write the report, end as failed."""
-
-
-@value
-class End:
-    """The node's part is over (cancel what is outstanding)."""
-
-    ending: Ending
-    reason: str = ""
-    signum: int = 0
-    before_workers: bool = False  # a signal that came before any worker started
-
-
-Action = (
-    JoinRound
-    | StartWorkers
-    | GatherQueued
-    | StopWorkers
-    | ForwardNotice
-    | NoteNotice
-    | DropNotice
-    | HastenStop
-    | ReportFailure
-    | SpendRestart
-    | RestartFree
-    | RestartSpent
-    | Finish
-    | GiveUp
-    | End
-)
 
 # --- state ---------------------------------------------------------------------------------
 
@@ -343,24 +105,24 @@ class State:
     reason: str = ""
 
 
-Result = tuple[State, tuple[Action, ...]]
-Handler = Callable[[Settings, State, Event, float], Result]
+Result = tuple[State, tuple[m.Action, ...]]
+Handler = Callable[[Settings, State, m.Event, float], Result]
 
 
-def _stay(_settings: Settings, state: State, _event: Event, _now: float) -> Result:
+def _stay(_settings: Settings, state: State, _event: m.Event, _now: float) -> Result:
     return state, ()
 
 
 def _join(state: State) -> Result:
     return replace(state, phase=Phase.JOINING, succeeded=frozenset(), failed=(), stop=None), (
-        JoinRound(),
+        m.JoinRound(),
     )
 
 
-def _end(state: State, ending: Ending) -> Result:
-    reason = state.reason if ending in (Ending.CLOSED, Ending.LOST) else ""
+def _end(state: State, ending: m.Ending) -> Result:
+    reason = state.reason if ending in (m.Ending.CLOSED, m.Ending.LOST) else ""
     before = state.attempt < 0 and bool(state.signum)
-    action = End(ending, reason, state.signum, before_workers=before)
+    action = m.End(ending, reason, state.signum, before_workers=before)
     return replace(state, phase=Phase.DONE), (action,)
 
 
@@ -369,28 +131,28 @@ def _stop(settings: Settings, state: State, reason: StopReason, now: float) -> R
     short = reason in (StopReason.SUCCESS, StopReason.SIGNAL)
     grace = settings.shutdown_grace if short else settings.restart_grace
     stopping = replace(state, phase=Phase.STOPPING, stop=reason)
-    return stopping, (StopWorkers(signum, now + grace),)
+    return stopping, (m.StopWorkers(signum, now + grace),)
 
 
-def _begin(_settings: Settings, state: State, event: Event, _now: float) -> Result:
-    assert isinstance(event, Begin)
+def _begin(_settings: Settings, state: State, event: m.Event, _now: float) -> Result:
+    assert isinstance(event, m.Begin)
     if event.prestarted:
-        return replace(state, phase=Phase.RUNNING, attempt=0), (StartWorkers(0),)
+        return replace(state, phase=Phase.RUNNING, attempt=0), (m.StartWorkers(0),)
     return _join(state)
 
 
-def _round_joined(_settings: Settings, state: State, _event: Event, _now: float) -> Result:
+def _round_joined(_settings: Settings, state: State, _event: m.Event, _now: float) -> Result:
     attempt = state.attempt + 1
-    return replace(state, phase=Phase.RUNNING, attempt=attempt), (StartWorkers(attempt),)
+    return replace(state, phase=Phase.RUNNING, attempt=attempt), (m.StartWorkers(attempt),)
 
 
-def _exit_running(settings: Settings, state: State, event: Event, now: float) -> Result:
-    assert isinstance(event, Exited)
+def _exit_running(settings: Settings, state: State, event: m.Event, now: float) -> Result:
+    assert isinstance(event, m.Exited)
     if event.attempt != state.attempt:
         return state, ()  # a late exit of an earlier attempt
     if not event.succeeded:
         failing = replace(state, phase=Phase.FAILING, failed=(event.pid,), stop=StopReason.FAILURE)
-        return failing, (GatherQueued(event.pid),)
+        return failing, (m.GatherQueued(event.pid),)
     succeeded = state.succeeded | {event.pid}
     state = replace(state, succeeded=succeeded)
     if len(succeeded) < settings.nproc:
@@ -398,31 +160,31 @@ def _exit_running(settings: Settings, state: State, event: Event, now: float) ->
     return _stop(settings, state, StopReason.SUCCESS, now)
 
 
-def _exit_failing(_settings: Settings, state: State, event: Event, _now: float) -> Result:
-    assert isinstance(event, Exited)
+def _exit_failing(_settings: Settings, state: State, event: m.Event, _now: float) -> Result:
+    assert isinstance(event, m.Exited)
     if event.attempt != state.attempt or event.succeeded or event.pid in state.failed:
         return state, ()
     return replace(state, failed=(*state.failed, event.pid)), ()
 
 
-def _signal_joining(_settings: Settings, state: State, event: Event, _now: float) -> Result:
-    assert isinstance(event, Signalled)
-    return _end(replace(state, signum=event.signum), Ending.SIGNALLED)
+def _signal_joining(_settings: Settings, state: State, event: m.Event, _now: float) -> Result:
+    assert isinstance(event, m.Signalled)
+    return _end(replace(state, signum=event.signum), m.Ending.SIGNALLED)
 
 
-def _signal_running(settings: Settings, state: State, event: Event, now: float) -> Result:
-    assert isinstance(event, Signalled)
+def _signal_running(settings: Settings, state: State, event: m.Event, now: float) -> Result:
+    assert isinstance(event, m.Signalled)
     return _stop(settings, replace(state, signum=event.signum), StopReason.SIGNAL, now)
 
 
-def _signal_failing(_settings: Settings, state: State, event: Event, _now: float) -> Result:
-    assert isinstance(event, Signalled)
+def _signal_failing(_settings: Settings, state: State, event: m.Event, _now: float) -> Result:
+    assert isinstance(event, m.Signalled)
     if state.signum:
         return state, ()
     return replace(state, signum=event.signum, stop=StopReason.SIGNAL), ()
 
 
-def _signal_stopping(_settings: Settings, state: State, event: Event, _now: float) -> Result:
+def _signal_stopping(_settings: Settings, state: State, event: m.Event, _now: float) -> Result:
     """A first signal into a failure or membership stop ends the job by it, grace kept.
 
     The workers may be handling that very signal (Slurm's proctrack/linuxproc sends
@@ -430,156 +192,159 @@ def _signal_stopping(_settings: Settings, state: State, event: Event, _now: floa
     as under torchrun, they keep their grace. A second signal, or one into any other
     stop, cuts the stop short.
     """
-    assert isinstance(event, Signalled)
+    assert isinstance(event, m.Signalled)
     if not state.signum and state.stop in (StopReason.FAILURE, StopReason.MEMBERSHIP):
         return replace(state, signum=event.signum, stop=StopReason.SIGNAL), ()
     if not state.signum:
         state = replace(state, signum=event.signum, stop=StopReason.SIGNAL)
-    return state, (HastenStop(),)
+    return state, (m.HastenStop(),)
 
 
-def _signal_waiting(_settings: Settings, state: State, event: Event, _now: float) -> Result:
+def _signal_waiting(_settings: Settings, state: State, event: m.Event, _now: float) -> Result:
     """A signal while counting a restart or finishing: stop waiting, end by the signal."""
-    assert isinstance(event, Signalled)
-    return _end(replace(state, signum=event.signum), Ending.SIGNALLED)
+    assert isinstance(event, m.Signalled)
+    return _end(replace(state, signum=event.signum), m.Ending.SIGNALLED)
 
 
-def _notice_running(settings: Settings, state: State, event: Event, _now: float) -> Result:
-    assert isinstance(event, Noticed)
+def _notice_running(settings: Settings, state: State, event: m.Event, _now: float) -> Result:
+    assert isinstance(event, m.Noticed)
     if settings.notices_reach_workers:
-        return state, (NoteNotice(event.signum),)
-    return state, (ForwardNotice(event.signum),)
+        return state, (m.NoteNotice(event.signum),)
+    return state, (m.ForwardNotice(event.signum),)
 
 
-def _notice_dropped(_settings: Settings, state: State, event: Event, _now: float) -> Result:
-    assert isinstance(event, Noticed)
-    return state, (DropNotice(event.signum),)
+def _notice_dropped(_settings: Settings, state: State, event: m.Event, _now: float) -> Result:
+    assert isinstance(event, m.Noticed)
+    return state, (m.DropNotice(event.signum),)
 
 
-def _membership_running(settings: Settings, state: State, event: Event, now: float) -> Result:
-    assert isinstance(event, MembershipChanged)
+def _membership_running(settings: Settings, state: State, event: m.Event, now: float) -> Result:
+    assert isinstance(event, m.MembershipChanged)
     return _stop(settings, replace(state, reason=event.reason), StopReason.MEMBERSHIP, now)
 
 
-def _over(event: Event) -> tuple[StopReason, Ending]:
-    if isinstance(event, StoreLost):
-        return StopReason.LOST, Ending.LOST
-    return StopReason.CLOSED, Ending.CLOSED
+def _over(event: m.Event) -> tuple[StopReason, m.Ending]:
+    if isinstance(event, m.StoreLost):
+        return StopReason.LOST, m.Ending.LOST
+    return StopReason.CLOSED, m.Ending.CLOSED
 
 
-def _reason(event: Event) -> str:
-    assert isinstance(event, JobClosed | StoreLost)
+def _reason(event: m.Event) -> str:
+    assert isinstance(event, m.JobClosed | m.StoreLost)
     return event.reason
 
 
-def _over_ends(_settings: Settings, state: State, event: Event, _now: float) -> Result:
+def _over_ends(_settings: Settings, state: State, event: m.Event, _now: float) -> Result:
     """The job is over (closed, or the store lost) while no worker runs: end now."""
     return _end(replace(state, reason=_reason(event)), _over(event)[1])
 
 
-def _over_running(settings: Settings, state: State, event: Event, now: float) -> Result:
+def _over_running(settings: Settings, state: State, event: m.Event, now: float) -> Result:
     return _stop(settings, replace(state, reason=_reason(event)), _over(event)[0], now)
 
 
-def _over_stopping(_settings: Settings, state: State, event: Event, _now: float) -> Result:
+def _over_stopping(_settings: Settings, state: State, event: m.Event, _now: float) -> Result:
     """While a stop is in progress, the job's end outranks a failure or a changed round."""
     if state.stop not in (StopReason.FAILURE, StopReason.MEMBERSHIP):
         return state, ()
     return replace(state, stop=_over(event)[0], reason=_reason(event)), ()
 
 
-def _gathered(settings: Settings, state: State, _event: Event, now: float) -> Result:
+def _gathered(settings: Settings, state: State, _event: m.Event, now: float) -> Result:
     assert state.stop is not None
     return _stop(settings, state, state.stop, now)
 
 
-def _stopped(_settings: Settings, state: State, _event: Event, _now: float) -> Result:
+def _stopped(_settings: Settings, state: State, _event: m.Event, _now: float) -> Result:
     reason = state.stop
     if reason is StopReason.FAILURE:
-        return replace(state, phase=Phase.COUNTING), (ReportFailure(state.failed), SpendRestart())
+        return replace(state, phase=Phase.COUNTING), (
+            m.ReportFailure(state.failed),
+            m.SpendRestart(),
+        )
     if reason is StopReason.MEMBERSHIP:
         joined, actions = _join(state)
-        return joined, (RestartFree(state.reason), *actions)
+        return joined, (m.RestartFree(state.reason), *actions)
     if reason is StopReason.SUCCESS:
-        return replace(state, phase=Phase.FINISHING), (Finish(),)
+        return replace(state, phase=Phase.FINISHING), (m.Finish(),)
     if reason is StopReason.SIGNAL:
-        return _end(state, Ending.SIGNALLED)
-    return _end(state, Ending.LOST if reason is StopReason.LOST else Ending.CLOSED)
+        return _end(state, m.Ending.SIGNALLED)
+    return _end(state, m.Ending.LOST if reason is StopReason.LOST else m.Ending.CLOSED)
 
 
-def _counted(settings: Settings, state: State, event: Event, _now: float) -> Result:
-    assert isinstance(event, RestartCounted)
+def _counted(settings: Settings, state: State, event: m.Event, _now: float) -> Result:
+    assert isinstance(event, m.RestartCounted)
     if event.count > settings.max_restarts:
-        return replace(state, phase=Phase.DONE), (GiveUp(),)
+        return replace(state, phase=Phase.DONE), (m.GiveUp(),)
     joined, actions = _join(state)
-    return joined, (RestartSpent(event.count), *actions)
+    return joined, (m.RestartSpent(event.count), *actions)
 
 
-def _finished(_settings: Settings, state: State, _event: Event, _now: float) -> Result:
-    return _end(state, Ending.SUCCEEDED)
+def _finished(_settings: Settings, state: State, _event: m.Event, _now: float) -> Result:
+    return _end(state, m.Ending.SUCCEEDED)
 
 
-_WAITING: dict[type[Event], Handler] = {
-    Exited: _stay,  # no worker of the current attempt runs any more
-    Signalled: _signal_waiting,
-    Noticed: _notice_dropped,
-    MembershipChanged: _stay,
+_WAITING: dict[type[m.Event], Handler] = {
+    m.Exited: _stay,  # no worker of the current attempt runs any more
+    m.Signalled: _signal_waiting,
+    m.Noticed: _notice_dropped,
+    m.MembershipChanged: _stay,
 }
 
-TRANSITIONS: dict[Phase, dict[type[Event], Handler]] = {
-    Phase.INIT: {Begin: _begin},
+TRANSITIONS: dict[Phase, dict[type[m.Event], Handler]] = {
+    Phase.INIT: {m.Begin: _begin},
     Phase.JOINING: {
-        RoundJoined: _round_joined,
-        Exited: _stay,  # late exits of the stopped attempt
-        Signalled: _signal_joining,
-        Noticed: _notice_dropped,
-        MembershipChanged: _stay,  # the round being formed takes it into account
-        JobClosed: _over_ends,
-        StoreLost: _over_ends,
+        m.RoundJoined: _round_joined,
+        m.Exited: _stay,  # late exits of the stopped attempt
+        m.Signalled: _signal_joining,
+        m.Noticed: _notice_dropped,
+        m.MembershipChanged: _stay,  # the round being formed takes it into account
+        m.JobClosed: _over_ends,
+        m.StoreLost: _over_ends,
     },
     Phase.RUNNING: {
-        Exited: _exit_running,
-        Signalled: _signal_running,
-        Noticed: _notice_running,
-        MembershipChanged: _membership_running,
-        JobClosed: _over_running,
-        StoreLost: _over_running,
+        m.Exited: _exit_running,
+        m.Signalled: _signal_running,
+        m.Noticed: _notice_running,
+        m.MembershipChanged: _membership_running,
+        m.JobClosed: _over_running,
+        m.StoreLost: _over_running,
     },
     Phase.FAILING: {
-        Exited: _exit_failing,
-        Signalled: _signal_failing,
-        Noticed: _notice_dropped,  # the workers are about to be stopped
-        MembershipChanged: _stay,  # the failure restarts anyway
-        JobClosed: _over_stopping,
-        StoreLost: _over_stopping,
-        Gathered: _gathered,
+        m.Exited: _exit_failing,
+        m.Signalled: _signal_failing,
+        m.Noticed: _notice_dropped,  # the workers are about to be stopped
+        m.MembershipChanged: _stay,  # the failure restarts anyway
+        m.JobClosed: _over_stopping,
+        m.StoreLost: _over_stopping,
+        m.Gathered: _gathered,
     },
     Phase.STOPPING: {
-        Exited: _stay,  # caused by the stop, or late
-        Signalled: _signal_stopping,
-        Noticed: _notice_dropped,
-        MembershipChanged: _stay,
-        JobClosed: _over_stopping,
-        StoreLost: _over_stopping,
-        Stopped: _stopped,
+        m.Exited: _stay,  # caused by the stop, or late
+        m.Signalled: _signal_stopping,
+        m.Noticed: _notice_dropped,
+        m.MembershipChanged: _stay,
+        m.JobClosed: _over_stopping,
+        m.StoreLost: _over_stopping,
+        m.Stopped: _stopped,
     },
     Phase.COUNTING: {
         **_WAITING,
-        JobClosed: _over_ends,
-        StoreLost: _over_ends,
-        RestartCounted: _counted,
+        m.JobClosed: _over_ends,
+        m.StoreLost: _over_ends,
+        m.RestartCounted: _counted,
     },
     Phase.FINISHING: {
         **_WAITING,
-        JobClosed: _stay,  # success here; the wait itself ends on a close
-        StoreLost: _stay,
-        Finished: _finished,
+        m.JobClosed: _stay,  # success here; the wait itself ends on a close
+        m.StoreLost: _stay,
+        m.Finished: _finished,
     },
     Phase.DONE: {},
 }
 
 
-def step(settings: Settings, state: State, event: Event, now: float) -> Result:
+def step(settings: Settings, state: State, event: m.Event, now: float) -> Result:
     """The state after ``event`` at monotonic time ``now``, and what to do about it.
 
     Raises:
@@ -600,7 +365,7 @@ class Policy:
         self.settings = settings
         self.state = state or State()
 
-    def handle(self, event: Event, now: float) -> tuple[Action, ...]:
+    def handle(self, event: m.Event, now: float) -> tuple[m.Action, ...]:
         """Advance by ``event``; on :class:`PolicyError` the state is unchanged."""
         self.state, actions = step(self.settings, self.state, event, now)
         return actions

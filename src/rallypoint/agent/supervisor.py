@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from rallypoint.agent import policy as p
+from rallypoint.agent import policy_messages as m
 from rallypoint.agent.attempt import AttemptDeps, LocalAttempts
 from rallypoint.agent.job import (
     AgentEvent,
@@ -93,8 +94,8 @@ class Supervisor:
                 notices_reach_workers=config.notices_reach_workers,
             )
         )
-        self._todo: deque[p.Action] = deque()
-        self._op: asyncio.Task[p.Event] | None = None
+        self._todo: deque[m.Action] = deque()
+        self._op: asyncio.Task[m.Event] | None = None
         self._attempt: RunningAttempt | None = None
         self._round: RendezvousResult | None = None
         self._exits: dict[int, WorkerExited] = {}
@@ -216,7 +217,7 @@ class Supervisor:
     # --- the loop ------------------------------------------------------------------------
 
     async def _drive(self, attempts: Attempts) -> RunResult:
-        self._feed(p.Begin(prestarted=attempts.prestarted))
+        self._feed(m.Begin(prestarted=attempts.prestarted))
         while True:
             while self._todo:
                 result = await self._do(self._todo.popleft(), attempts)
@@ -226,10 +227,10 @@ class Supervisor:
             if event is not None:
                 self._feed(event)
 
-    def _feed(self, event: p.Event) -> None:
+    def _feed(self, event: m.Event) -> None:
         self._todo.extend(self._policy.handle(event, self._clock.monotonic()))
 
-    async def _next(self) -> p.Event | None:
+    async def _next(self) -> m.Event | None:
         """The next policy event: from the queue (first) or the outstanding operation."""
         op = self._op
         if op is None or not self._queue.empty():
@@ -242,32 +243,32 @@ class Supervisor:
         self._op = None
         return op.result()
 
-    def _translate(self, event: AgentEvent) -> p.Event | None:
+    def _translate(self, event: AgentEvent) -> m.Event | None:
         if isinstance(event, SignalArrived):
             if event.signum in self.job.config.notice_signals:
-                return p.Noticed(event.signum)
-            return p.Signalled(event.signum)
+                return m.Noticed(event.signum)
+            return m.Signalled(event.signum)
         if isinstance(event, WorkerExited):
             if self._attempt is not None and event.attempt == self._attempt.number:
                 self._exits[event.worker.pid] = event
             status = event.worker.status
-            return p.Exited(
+            return m.Exited(
                 event.attempt, event.worker.pid, status is not None and status.succeeded
             )
         return self._changed() if isinstance(event, RendezvousChanged) else None
 
-    def _changed(self) -> p.Event | None:
+    def _changed(self) -> m.Event | None:
         assert self._rendezvous is not None
         decision = self._rendezvous.running_decision()
         if decision.change is Change.RESTART:
-            return p.MembershipChanged(decision.reason)
+            return m.MembershipChanged(decision.reason)
         if decision.change is Change.CLOSED:
-            return p.JobClosed(decision.reason)
+            return m.JobClosed(decision.reason)
         if decision.change is Change.LOST:
-            return p.StoreLost(decision.reason)
+            return m.StoreLost(decision.reason)
         return None
 
-    def _start_op(self, work: Awaitable[p.Event]) -> None:
+    def _start_op(self, work: Awaitable[m.Event]) -> None:
         assert self._op is None
         self._op = asyncio.ensure_future(work)
 
@@ -280,42 +281,42 @@ class Supervisor:
 
     # --- actions -------------------------------------------------------------------------
 
-    async def _do(self, action: p.Action, attempts: Attempts) -> RunResult | None:
-        if isinstance(action, p.JoinRound):
+    async def _do(self, action: m.Action, attempts: Attempts) -> RunResult | None:
+        if isinstance(action, m.JoinRound):
             self._start_op(self._join())
-        elif isinstance(action, p.StartWorkers):
+        elif isinstance(action, m.StartWorkers):
             self._exits = {}
             self._attempt = await attempts(self._round, action.attempt)
-        elif isinstance(action, p.GatherQueued):
+        elif isinstance(action, m.GatherQueued):
             self._gather(action.pid)
-        elif isinstance(action, p.StopWorkers):
+        elif isinstance(action, m.StopWorkers):
             self._stop(action)
-        elif isinstance(action, p.ForwardNotice | p.NoteNotice | p.DropNotice):
+        elif isinstance(action, m.ForwardNotice | m.NoteNotice | m.DropNotice):
             self._notice(action)
-        elif isinstance(action, p.HastenStop):
+        elif isinstance(action, m.HastenStop):
             self._hasten.set()
-        elif isinstance(action, p.ReportFailure):
+        elif isinstance(action, m.ReportFailure):
             self.report = self._failure_report(action.failed)
-        elif isinstance(action, p.SpendRestart):
+        elif isinstance(action, m.SpendRestart):
             self._start_op(self._spend_restart())
-        elif isinstance(action, p.RestartFree | p.RestartSpent):
+        elif isinstance(action, m.RestartFree | m.RestartSpent):
             self._say_restart(action)
-        elif isinstance(action, p.Finish):
+        elif isinstance(action, m.Finish):
             self._start_op(self._finish())
-        elif isinstance(action, p.GiveUp):
+        elif isinstance(action, m.GiveUp):
             await self._give_up()
         else:
             return await self._end(action)
         return None
 
-    async def _join(self) -> p.Event:
+    async def _join(self) -> m.Event:
         if self._standbys is not None and self._attempt is None:
             self._standbys.fill()  # the first round: import while the other nodes come
         if self._rendezvous is None:
             self._rendezvous = await open_rendezvous(self.job.config, self.job.host, self._clock)
             self._follow(self._rendezvous)
         self._round = await self._rendezvous.next_round()
-        return p.RoundJoined()
+        return m.RoundJoined()
 
     def _follow(self, rendezvous: Rendezvous) -> None:
         rendezvous.listen(lambda: self._queue.put_nowait(RendezvousChanged()))
@@ -334,9 +335,9 @@ class Supervisor:
             event = self._translate(self._queue.get_nowait())
             if event is not None:
                 self._feed(event)
-        self._feed(p.Gathered())
+        self._feed(m.Gathered())
 
-    def _stop(self, action: p.StopWorkers) -> None:
+    def _stop(self, action: m.StopWorkers) -> None:
         assert self._attempt is not None
         if self._policy.state.stop is p.StopReason.SIGNAL:
             logger.warning(
@@ -350,21 +351,21 @@ class Supervisor:
 
     async def _stopping(
         self, attempt: RunningAttempt, signum: int, grace: float, hasten: asyncio.Event
-    ) -> p.Event:
+    ) -> m.Event:
         await attempt.stop(signum, grace, hasten)
-        return p.Stopped()
+        return m.Stopped()
 
-    def _notice(self, action: p.ForwardNotice | p.NoteNotice | p.DropNotice) -> None:
+    def _notice(self, action: m.ForwardNotice | m.NoteNotice | m.DropNotice) -> None:
         name = signal.Signals(action.signum).name
         reached = 0
-        if isinstance(action, p.ForwardNotice):
+        if isinstance(action, m.ForwardNotice):
             assert self._attempt is not None
             reached = self._attempt.notify(action.signum)
-        elif isinstance(action, p.NoteNotice):
+        elif isinstance(action, m.NoteNotice):
             assert self._attempt is not None
             reached = len(self._attempt.alive())
         self.notices.append((name, self._clock.wall(), reached))
-        sent = isinstance(action, p.ForwardNotice)
+        sent = isinstance(action, m.ForwardNotice)
         self._emit(RunEventKind.NOTICE_FORWARDED, signal=name, workers=reached, resent=sent)
         if sent:
             logger.warning("received %s: passed on to %d workers as a notice", name, reached)
@@ -387,17 +388,17 @@ class Supervisor:
         name, host = self.job.entrypoint.name, self.job.host
         return FailureReport.from_failures(name, host, culprits, stopped, attempt.elsewhere)
 
-    async def _spend_restart(self) -> p.Event:
+    async def _spend_restart(self) -> m.Event:
         assert self._rendezvous is not None
-        return p.RestartCounted(await self._rendezvous.spend_restart())
+        return m.RestartCounted(await self._rendezvous.spend_restart())
 
-    async def _finish(self) -> p.Event:
+    async def _finish(self) -> m.Event:
         assert self._rendezvous is not None
         await self._rendezvous.finish()
-        return p.Finished()
+        return m.Finished()
 
-    def _say_restart(self, action: p.RestartFree | p.RestartSpent) -> None:
-        if isinstance(action, p.RestartFree):
+    def _say_restart(self, action: m.RestartFree | m.RestartSpent) -> None:
+        if isinstance(action, m.RestartFree):
             self._emit(RunEventKind.GROUP_RESTARTING, reason=action.reason, spends_restart=False)
             logger.warning("%s; restarting the workers (no restart spent)", action.reason)
             return
@@ -419,14 +420,14 @@ class Supervisor:
         self._emit(RunEventKind.RUN_FAILED, culprit=culprit, reason=report.headline)
         raise ChildFailedError(report)
 
-    async def _end(self, action: p.Action) -> RunResult:
-        assert isinstance(action, p.End)
+    async def _end(self, action: m.Action) -> RunResult:
+        assert isinstance(action, m.End)
         await self._cancel_op()
-        if action.ending is p.Ending.SIGNALLED:
+        if action.ending is m.Ending.SIGNALLED:
             raise SignalReceived(action.signum, before_workers=action.before_workers)
-        if action.ending is p.Ending.CLOSED:
+        if action.ending is m.Ending.CLOSED:
             raise RendezvousClosedError(action.reason)
-        if action.ending is p.Ending.LOST:
+        if action.ending is m.Ending.LOST:
             cause = self._rendezvous.failure if self._rendezvous is not None else None
             raise RendezvousLostError(action.reason) from cause
         attempt = self._attempt
