@@ -113,7 +113,7 @@ def test_warm_and_cold_workers_see_the_same(target: list[str], mark: str) -> Non
     assert warm == cold
 
 
-WARM_BOUND = 1.0  # seconds from the crash to the restarted workers past `import torch`
+WARM_BOUND = 0.1  # s from the crash being seen to the restarted workers past `import torch`
 
 
 @pytest.mark.torch
@@ -123,9 +123,11 @@ def test_gloo_job_restarts_warm(mark: str, tmp_path: Path) -> None:
     done = rallypoint([*args, *job], launcher_env(mark))
     assert done.returncode == 0, done.stderr
     (events,) = tmp_path.glob("*/events.jsonl")
-    started = [
-        e for e in map(json.loads, events.read_text().splitlines()) if e["kind"] == "worker_started"
-    ]
+    history = list(map(json.loads, events.read_text().splitlines()))
+    started = [e for e in history if e["kind"] == "worker_started"]
+    seen = next(
+        e["time"] for e in history if e["kind"] == "worker_exited" and e["exit"] == "exit 1"
+    )
     assert [(e["attempt"], e["warm"]) for e in started] == [(0, False)] * 2 + [(1, True)] * 2
     resident = [e["standby_kib"] / 1024 for e in started[2:]]
     print(f"standbys' resident memory at the hand-over: {resident} MiB; ", end="")
@@ -137,9 +139,11 @@ def test_gloo_job_restarts_warm(mark: str, tmp_path: Path) -> None:
         assert record["cuda_initialized"] is False  # the standby never touched the accelerator
     after_import = max(r["imported"] for r in records) - crash
     after_init = max(r["joined"] for r in records) - crash
-    print(f"crash to past `import torch`: {after_import * 1000:.0f} ms; ", end="")
+    after_seen = max(r["imported"] for r in records) - seen
+    print(f"crash to past `import torch`: {after_import * 1000:.0f} ms ", end="")
+    print(f"(from the crash being seen: {after_seen * 1000:.0f} ms); ", end="")
     print(f"to past init_process_group: {after_init * 1000:.0f} ms")
-    assert after_import < WARM_BOUND, "far more than a warm hand-over takes"
+    assert after_seen < WARM_BOUND, "far more than a warm hand-over takes"
 
 
 def _stat(pid: int) -> list[str]:
