@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rallypoint.logs.file_writer import LOG_FILES
 from rallypoint.logs.framing import with_prefix
 from rallypoint.logs.sinks import FilteredFileSink, TailSink
 
@@ -36,6 +37,7 @@ def test_filtered_copy_keeps_matching_lines_with_prefix(tmp_path: Path) -> None:
     sink.write(b"pie, too\n")
     sink.write(b"apple at the end")
     sink.close()
+    LOG_FILES.drain()
     assert path.read_text() == "[t1]:an apple\n[t1]:apple pie, too\n[t1]:apple at the end\n"
 
 
@@ -44,4 +46,5 @@ def test_an_empty_filter_matches_every_line(tmp_path: Path) -> None:
     sink = FilteredFileSink(str(path), ("x", ""), b"")
     sink.write(b"one\ntwo\n")
     sink.close()
+    LOG_FILES.drain()
     assert path.read_text() == "one\ntwo\n"

@@ -44,6 +44,7 @@ from rallypoint.errors import (
 )
 from rallypoint.events.log import EventLog, RunEvent, RunEventKind
 from rallypoint.failures.report import FailureReport
+from rallypoint.logs.file_writer import LOG_FILES
 from rallypoint.logs.layout import RunLayout
 from rallypoint.rendezvous.base import Rendezvous
 from rallypoint.rendezvous.factory import open_rendezvous
@@ -151,6 +152,7 @@ class Supervisor:
                 await guardian.aclose()
             self._remove_signals()
             self.events.close()
+            await asyncio.to_thread(LOG_FILES.drain)  # the log files whole before the run ends
 
     def _local_attempts(self, guardian: Guardian) -> MakeAttempts:
         def make(post: Callable[[AgentEvent], None]) -> Attempts:

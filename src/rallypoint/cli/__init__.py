@@ -23,7 +23,7 @@ def entry() -> None:
     """Console-script entry point: exit with what :func:`main` returns.
 
     The launcher leaves with ``os._exit`` once its output is flushed: by then
-    every worker is gone and every file closed, and tearing down the
+    every worker is gone and every file written and closed, and tearing down the
     interpreter's objects one by one would only delay the exit.
     """
     for sig in DEFAULT_SIGNALS:
@@ -35,6 +35,10 @@ def entry() -> None:
     import logging
     import os
 
+    files = sys.modules.get("rallypoint.logs.file_writer")
+    if files is not None:  # a start that failed before the supervisor drained them
+        with contextlib.suppress(RuntimeError):
+            files.LOG_FILES.drain()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):

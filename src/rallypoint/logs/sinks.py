@@ -14,6 +14,7 @@ import collections
 from dataclasses import dataclass
 from typing import Protocol
 
+from rallypoint.logs.file_writer import LOG_FILES, LogFiles
 from rallypoint.logs.writer import ConsoleWriter
 
 LONGEST_HELD = 64 * 1024  # a line-based sink holds at most this much of an unfinished line
@@ -46,18 +47,17 @@ class ConsoleSink:
 
 
 class FileSink:
-    """Appends to a log file, flushed after every chunk."""
+    """Appends to a log file, flushed after every chunk, by the log files' thread."""
 
-    def __init__(self, path: str) -> None:
-        self._file = open(path, "ab")  # noqa: SIM115 - closed by close()
+    def __init__(self, path: str, files: LogFiles = LOG_FILES) -> None:
+        self._file = files.open(path)
 
     def write(self, data: bytes) -> None:
-        """Append and flush."""
+        """Queue the chunk for the file (the loop never waits for the disk)."""
         self._file.write(data)
-        self._file.flush()
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file, after what was queued."""
         self._file.close()
 
 
