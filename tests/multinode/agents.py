@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.workers.standbys_ready import all_ready, snapshots
+
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
 
@@ -87,13 +89,12 @@ def finish(agents: Sequence[subprocess.Popen[bytes]], timeout: float) -> list[in
 
 def wait_standbys_ready(env: dict[str, str], log_dir: Path, agents: int, timeout: float) -> None:
     """Wait until ``agents`` agents logging under ``log_dir`` have standbys all done importing."""
-    command = [sys.executable, "-m", "rallypoint", "status", "--json", f"--log-dir={log_dir}"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        snapshots = json.loads(done.stdout) if done.returncode == 0 else []
-        standbys = [snapshot.get("standbys") or [{}] for snapshot in snapshots]
-        if len(snapshots) == agents and all(s.get("ready") for each in standbys for s in each):
+        found = snapshots(log_dir, env)
+        # one standby per local rank; an agent with no ranks yet is not ready either
+        ready = [all_ready(s.get("standbys", []), len(s.get("ranks") or [None])) for s in found]
+        if len(found) == agents and all(ready):
             return
         time.sleep(0.2)
     raise AssertionError(f"the standbys of {agents} agents were not ready within {timeout} s")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def wait_until_ready(timeout: float = 120.0) -> list[int]:
@@ -29,20 +30,27 @@ def wait_until_ready(timeout: float = 120.0) -> list[int]:
         if snapshot is not None and "standbys" not in snapshot:
             return []  # warm restarts are off: there is nothing to wait for
         standbys = snapshot.get("standbys", []) if snapshot else []
-        if len(standbys) == wanted and all(s.get("ready") for s in standbys):
+        if all_ready(standbys, wanted):
             return [int(str(s["pid"])) for s in standbys]
         time.sleep(0.1)
     raise SystemExit(f"the standbys were not ready within {timeout} s")
 
 
-def _own_snapshot(run_dir: Path) -> dict[str, list[dict[str, object]]] | None:
-    """This agent's ``rallypoint status --json`` snapshot (the one that lists this worker)."""
-    where = f"--log-dir={run_dir.parent}"
-    command = [sys.executable, "-m", "rallypoint", "status", "--json", where]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        return None
-    for snapshot in json.loads(done.stdout):
+def all_ready(standbys: list[dict[str, object]], wanted: int) -> bool:
+    """Whether ``standbys`` (a snapshot's) are ``wanted`` many, every one done importing."""
+    return len(standbys) == wanted and all(s.get("ready") for s in standbys)
+
+
+def snapshots(log_dir: Path, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """``rallypoint status --json --log-dir=LOG_DIR``: one snapshot per agent ([] if none)."""
+    command = [sys.executable, "-m", "rallypoint", "status", "--json", f"--log-dir={log_dir}"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    return list(json.loads(done.stdout)) if done.returncode == 0 else []
+
+
+def _own_snapshot(run_dir: Path) -> dict[str, Any] | None:
+    """This agent's snapshot (the one that lists this worker); None if none answers yet."""
+    for snapshot in snapshots(run_dir.parent):
         if any(rank.get("pid") == os.getpid() for rank in snapshot.get("ranks", [])):
-            return dict(snapshot)
+            return snapshot
     return None

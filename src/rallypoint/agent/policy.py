@@ -1,16 +1,15 @@
 """The agent's decisions as a pure state machine: (state, event, now) -> (state, actions).
 
-Design note: as in h11's ``_state.py``, the policy never sees a process, a store or
-a clock. The supervisor (the driver) turns what happens on its loop into the
-events below, feeds them with the current monotonic time, and carries out the
-actions it gets back. Every decision of a node's life lives here: when to join a
-round, start, stop or restart the workers; when a restart is spent against the
+Design note: as in h11's ``_state.py``, the policy never sees a process, a store or a
+clock. The supervisor (the driver) turns what happens on its loop into the events of
+:mod:`rallypoint.agent.policy_messages`, feeds them with the current monotonic time, and
+carries out the actions it gets back. Every decision of a node's life lives here: when
+to join a round, start, stop or restart the workers; when a restart is spent against the
 job-wide budget and when the budget is gone; which exits count (only those of the
-current attempt, and only before its stop began: later ones were caused by the
-stop); how a handled signal ends the job (forwarded to the workers once they
-run, the launcher's own death before); that a notice signal (``--forward-signals``)
-is passed on to running workers and changes nothing else; what a change of the
-rendezvous means.
+current attempt, and only before its stop began: later ones were caused by the stop);
+how a handled signal ends the job (forwarded to the workers once they run, the
+launcher's own death before); that a notice signal (``--forward-signals``) is passed on
+to running workers and changes nothing else; what a change of the rendezvous means.
 
 The transitions are one table, :data:`TRANSITIONS`, keyed by phase and event
 type. An event the table does not list for the current phase is a bug in the

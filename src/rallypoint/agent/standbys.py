@@ -12,8 +12,9 @@ importing (it says when it is done): waiting for it would make a crash early
 in an attempt restart slower than cold, for a script that never imports what
 it warms; it stays for the restart after. Before this agent's first workers
 (standbys started while the first rendezvous waits) a standby is taken as it
-is, since the alternative is the same imports from the start. The guardian covers every standby as
-it covers workers, and the pool kills those left when the run ends.
+is, since the alternative is the same imports from the start. The guardian
+covers every standby as it covers workers, and the pool kills those left
+once no restart can take them, and when the run ends.
 """
 
 from __future__ import annotations

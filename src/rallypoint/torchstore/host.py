@@ -25,7 +25,7 @@ import threading
 from rallypoint.torchstore.listener import listening_socket
 from rallypoint.torchstore.server import ServerLimits, TorchStoreServer
 
-__all__ = ["TorchStoreHost", "listening_socket"]
+__all__ = ["TorchStoreHost"]
 
 logger = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ TARGET``; the agent's side is :mod:`rallypoint.workers.standby`). It lowers
 its main thread's CPU priority by NICE, imports each of MODULES (comma
 separated) with ``sys.path[0]`` as the worker's will be (MODE and TARGET are
 the worker's), puts its priority back, writes READY to the unix socket SOCK
-and blocks reading it. The agent then sends one message: a byte carrying, as SCM_RIGHTS, the
-worker's stdout, stderr (and stack channel, when the argv names one), then the
+and blocks reading it. The agent then sends one message: a byte carrying,
+as SCM_RIGHTS, the worker's stdout, stderr (and stack channel, when the argv names one), then the
 worker's bootstrap argv and environment, NUL separated, then end of file.
 :func:`wait` moves the descriptors onto 1 and 2, makes ``os.environ`` what a
 cold worker's would be, and returns the argv, which ``_bootstrap.run`` then
@@ -81,7 +81,7 @@ def _warm_up(modules: list[str], entry: str, nice: int) -> None:
 
 
 def _say_ready(fd: int) -> None:
-    """Tell the agent the imports are done (one byte it peeks at; it may be gone already)."""
+    """Tell the agent the imports are done (one byte it reads; it may be gone already)."""
     try:  # noqa: SIM105 - contextlib is not loaded in a bare interpreter
         os.write(fd, READY)
     except OSError:
