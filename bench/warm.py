@@ -2,7 +2,7 @@
 
 Stdlib only; uses bench/run.py's helpers. For each of torchrun, rallypoint
 with ``--warm=off`` (cold) and rallypoint with ``--warm=torch`` (warm), runs
-``tests/workers/warm_gloo.py ready`` with ``--max-restarts=1``: one gloo
+``tests/workers/warm_gloo.py`` with ``--max-restarts=1``: one gloo
 worker that exits 1 once, past ``init_process_group`` and once its standby (if
 any) is done importing, as a restart takes only such a standby (with 2 workers,
 torchrun 2.13's restarted group hung in ``init_process_group`` now and then
@@ -46,7 +46,7 @@ def crash_once(cmd: list[str]) -> tuple[float, float]:
     """(crash to past ``import torch``, crash to past ``init_process_group``) in seconds."""
     with tempfile.TemporaryDirectory(prefix="rp-warm-") as d:
         run = subprocess.run(
-            [*cmd, str(GLOO_JOB), d, "ready"], capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+            [*cmd, str(GLOO_JOB), d], capture_output=True, text=True, timeout=RUN_TIMEOUT_S
         )
         if run.returncode != 0:
             raise RuntimeError(f"{cmd} exited {run.returncode}:\n{run.stderr[-2000:]}")

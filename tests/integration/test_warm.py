@@ -119,7 +119,7 @@ WARM_BOUND = 0.1  # s from the crash being seen to the restarted workers past `i
 @pytest.mark.torch
 def test_gloo_job_restarts_warm(mark: str, tmp_path: Path) -> None:
     args = ["--standalone", "--nproc-per-node=2", "--max-restarts=1", f"--log-dir={tmp_path}"]
-    job = [str(WORKERS / "warm_gloo.py"), str(tmp_path), "ready"]  # the standbys imported
+    job = [str(WORKERS / "warm_gloo.py"), str(tmp_path)]
     done = rallypoint([*args, *job], launcher_env(mark))
     assert done.returncode == 0, done.stderr
     (events,) = tmp_path.glob("*/events.jsonl")

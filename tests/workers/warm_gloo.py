@@ -1,11 +1,9 @@
 """A gloo job whose last rank crashes once; each attempt records when it got past ``import torch``.
 
-argv[1] is a folder. Attempt 0: ranks join the group, then the last rank
-writes ``crash`` (the time) and exits 1 while the others wait in a collective
-(with argv[2] ``early``: before joining, right after ``import torch``; with
-``after=S``: S seconds after joining; with ``ready``: once the standbys are done
-importing, as ``rallypoint status`` shows). Attempt
-1: every rank writes ``rank<N>.json``: its times (first line, after ``import
+argv[1] is a folder. Attempt 0: ranks join the group, then the last rank waits
+until the standbys (if any) are done importing, as ``rallypoint status`` shows,
+writes ``crash`` (the time) and exits 1 while the others wait in a collective.
+Attempt 1: every rank writes ``rank<N>.json``: its times (first line, after ``import
 torch``, after ``init_process_group``), whether CUDA was initialised before
 the script touched it, its pid and the all-reduce sum.
 """
@@ -37,18 +35,12 @@ def main() -> None:
     folder = sys.argv[1]
     first = os.environ["TORCHELASTIC_RESTART_COUNT"] == "0"
     last = os.environ["RANK"] == str(int(os.environ["WORLD_SIZE"]) - 1)
-    when = sys.argv[2] if len(sys.argv) > 2 else ""
-    if first and last and when == "early":
-        crash(folder)
     dist.init_process_group("gloo")
     joined = time.time()
     rank = dist.get_rank()
     if first and last:
-        if when == "ready":  # once the standbys are done importing: the restart is warm
-            helper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standbys_ready.py")
-            runpy.run_path(helper)["wait_until_ready"]()
-        else:
-            time.sleep(float(when.removeprefix("after=") or 0))
+        helper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standbys_ready.py")
+        runpy.run_path(helper)["wait_until_ready"]()  # then the restart is a warm one
         crash(folder)
     total = torch.tensor([rank + 1.0])
     dist.all_reduce(total)
