@@ -312,7 +312,7 @@ class Supervisor:
         return None
 
     async def _join(self) -> m.Event:
-        if self._standbys is not None and self._attempt is None:
+        if self._standbys is not None and self._attempt is None and self.job.config.max_nodes > 1:
             self._standbys.fill()  # the first round: import while the other nodes come
         if self._rendezvous is None:
             self._rendezvous = await open_rendezvous(self.job.config, self.job.host, self._clock)

@@ -101,13 +101,14 @@ def _ask(path: str, stacks: bool) -> Snapshot | None:
             with reachable_path(Path(path)) as address:
                 sock.connect(address)
             sock.sendall(json.dumps({"stacks": stacks}).encode() + b"\n")
-            chunks = []
-            while chunk := sock.recv(1 << 16):
+            chunks, size = [], 0
+            while size <= READ_LIMIT and (chunk := sock.recv(1 << 16)):
                 chunks.append(chunk)
+                size += len(chunk)
         except OSError:
             return None
     try:
-        data = json.loads(b"".join(chunks)[:READ_LIMIT])
+        data = json.loads(b"".join(chunks))  # past READ_LIMIT: cut, so refused here
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
